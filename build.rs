@@ -1,0 +1,127 @@
+//! Converts the ONNX models in `models/` to NNEF at build time.
+//!
+//! For every manifest `models/<name>.toml` that names an ONNX `file`: check the file's sha256
+//! against the manifest, load it with tract-onnx, pin the input shape from the manifest (the
+//! detector's size can be overridden with `FACEGATE_DETECTOR_SIZE=WxH`), declutter, and write an NNEF tar into `OUT_DIR`. `embedded_models.rs` in `OUT_DIR` then lists
+//! the manifests and NNEF bytes for `include_bytes!`. At run time only tract-core and tract-nnef
+//! are needed. No network: everything comes from the repository.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use anyhow::{bail, ensure, Context as _};
+use tract_onnx::prelude::*;
+
+#[derive(Deserialize)]
+struct Manifest {
+    name: String,
+    task: String,
+    file: String,
+    sha256: String,
+    layout: String,
+    input_size: [usize; 2],
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let models = root.join("models");
+    println!("cargo:rerun-if-changed={}", models.display());
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=FACEGATE_DETECTOR_SIZE");
+
+    let mut manifests: Vec<PathBuf> = fs::read_dir(&models)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    manifests.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    manifests.sort();
+
+    let mut listing = String::from("pub(crate) static EMBEDDED_MODELS: &[EmbeddedModel] = &[\n");
+    for path in &manifests {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let manifest = match read_manifest(path) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => fail(&format!("manifest {}: {e}", path.display())),
+        };
+        let onnx = models.join(&manifest.file);
+        println!("cargo:rerun-if-changed={}", onnx.display());
+        let nnef = out.join(format!("{}.nnef.tar", manifest.name));
+        if let Err(e) = convert(&manifest, &onnx, &nnef) {
+            fail(&format!(
+                "model `{}` ({}) could not be converted to NNEF.\n{e:?}\n\
+                 The innermost lines name the failing node and op.",
+                manifest.name,
+                onnx.display()
+            ));
+        }
+        writeln!(
+            listing,
+            "    EmbeddedModel {{ name: {:?}, manifest: include_str!({:?}), nnef: include_bytes!({:?}) }},",
+            manifest.name,
+            path.display().to_string(),
+            nnef.display().to_string(),
+        )
+        .unwrap();
+    }
+    listing.push_str("];\n");
+    fs::write(out.join("embedded_models.rs"), listing).unwrap();
+}
+
+fn fail(msg: &str) -> ! {
+    // Cargo shows a build script's stderr when it fails; a panic would bury the message.
+    eprintln!("error: facegate build: {msg}");
+    std::process::exit(1);
+}
+
+/// `Ok(None)` for TOML files in `models/` that are not model manifests.
+fn read_manifest(path: &Path) -> Result<Option<Manifest>, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let value: toml::Value = toml::from_str(&text).map_err(|e| e.to_string())?;
+    if value.get("task").is_none() || value.get("file").is_none() {
+        return Ok(None);
+    }
+    value.try_into().map(Some).map_err(|e| e.to_string())
+}
+
+fn parse_size(s: &str) -> anyhow::Result<[usize; 2]> {
+    let (w, h) = s.split_once('x').context("FACEGATE_DETECTOR_SIZE must be WIDTHxHEIGHT")?;
+    Ok([h.trim().parse()?, w.trim().parse()?])
+}
+
+fn convert(m: &Manifest, onnx: &Path, nnef: &Path) -> TractResult<()> {
+    let bytes = fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
+    let digest = format!("{:x}", Sha256::digest(&bytes));
+    ensure!(
+        digest == m.sha256,
+        "sha256 of {} is {digest}, the manifest says {}",
+        onnx.display(),
+        m.sha256
+    );
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_read(&mut &bytes[..])?;
+    // Shapes are pinned here: tract 0.23.9 cannot serialise the dims it infers for a
+    // symbolic detector input. `FACEGATE_DETECTOR_SIZE=WxH` builds another detector size.
+    let [h, w] = match (m.task.as_str(), std::env::var("FACEGATE_DETECTOR_SIZE")) {
+        ("detector", Ok(size)) => parse_size(&size)?,
+        _ => m.input_size,
+    };
+    ensure!(
+        m.task != "detector" || (h % 32 == 0 && w % 32 == 0 && h > 0 && w > 0),
+        "detector input {w}x{h} must be multiples of 32"
+    );
+    let shape: TVec<TDim> = match (m.task.as_str(), m.layout.as_str()) {
+        (_, "NCHW") => tvec![1.into(), 3.into(), h.into(), w.into()],
+        (_, "NHWC") => tvec![1.into(), h.into(), w.into(), 3.into()],
+        (_, other) => bail!("unknown layout {other:?}"),
+    };
+    model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
+    let typed = model.into_typed()?.into_decluttered()?;
+    let file = fs::File::create(nnef)?;
+    tract_nnef::nnef().write_to_tar(&typed, file)?;
+    Ok(())
+}

