@@ -84,34 +84,36 @@ pub fn nms(mut candidates: Vec<Detection>, iou: f32) -> Detections {
     kept
 }
 
-/// How a frame was resized into the detector input: `input = frame · scale`.
+/// How a frame was resized into the detector input: `input = frame · (sx, sy)`.
 #[derive(Clone, Copy, Debug)]
 struct Letterbox {
-    scale: f32,
+    sx: f32,
+    sy: f32,
 }
 
-/// Writes `img` resized by `scale` into the top-left of a zeroed NCHW `[1,3,h,w]` buffer.
-/// Large reductions first average `k×k` blocks so bilinear sampling does not alias.
+/// Writes `img` resized (aspect kept, bilinear, half-pixel centres) into the top-left of a
+/// zeroed NCHW `[1,3,h,w]` buffer, rounding to whole pixel values as the reference does.
+/// Reductions beyond 2× first average `k×k` blocks so bilinear sampling does not alias.
 fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, Letterbox) {
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     let scale = (w as f32 / iw as f32).min(h as f32 / ih as f32);
-    let k = if scale < 0.5 { (1.0 / scale).floor() as usize } else { 1 };
-    let (src, sw, sh) = if k > 1 { box_reduce(img, k) } else { (img.as_raw().to_vec(), iw, ih) };
-    // Source pixels per output pixel in the (possibly reduced) source.
-    let step = 1.0 / (scale * k as f32);
     let ow = ((iw as f32 * scale).round() as usize).clamp(1, w);
     let oh = ((ih as f32 * scale).round() as usize).clamp(1, h);
+    let k = if scale < 0.5 { (1.0 / scale).floor() as usize } else { 1 };
+    let (src, sw, sh) = if k > 1 { box_reduce(img, k) } else { (img.as_raw().to_vec(), iw, ih) };
+    // Source pixels (of the possibly reduced source) per output pixel, per axis.
+    let (step_x, step_y) = (iw as f32 / k as f32 / ow as f32, ih as f32 / k as f32 / oh as f32);
     let plane = h * w;
     let mut data = vec![0f32; 3 * plane];
     let xs: Vec<(usize, usize, f32)> = (0..ow)
         .map(|x| {
-            let sx = ((x as f32 + 0.5) * step - 0.5).clamp(0.0, (sw - 1) as f32);
+            let sx = ((x as f32 + 0.5) * step_x - 0.5).clamp(0.0, (sw - 1) as f32);
             let x0 = sx.floor() as usize;
             (x0, (x0 + 1).min(sw - 1), sx - x0 as f32)
         })
         .collect();
     for y in 0..oh {
-        let sy = ((y as f32 + 0.5) * step - 0.5).clamp(0.0, (sh - 1) as f32);
+        let sy = ((y as f32 + 0.5) * step_y - 0.5).clamp(0.0, (sh - 1) as f32);
         let y0 = sy.floor() as usize;
         let y1 = (y0 + 1).min(sh - 1);
         let ay = sy - y0 as f32;
@@ -120,11 +122,11 @@ fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, Letterbox) {
             for c in 0..3 {
                 let top = r0[x0 * 3 + c] as f32 * (1.0 - ax) + r0[x1 * 3 + c] as f32 * ax;
                 let bot = r1[x0 * 3 + c] as f32 * (1.0 - ax) + r1[x1 * 3 + c] as f32 * ax;
-                data[c * plane + y * w + x] = top * (1.0 - ay) + bot * ay;
+                data[c * plane + y * w + x] = (top * (1.0 - ay) + bot * ay).round();
             }
         }
     }
-    (data, Letterbox { scale })
+    (data, Letterbox { sx: ow as f32 / iw as f32, sy: oh as f32 / ih as f32 })
 }
 
 /// Averages `k×k` blocks (the ragged right and bottom edges average what they have).
@@ -221,26 +223,28 @@ impl Detector {
             let bw = scale[plane + i].exp() * s;
             let cy = (gy + offset[i] + 0.5) * s;
             let cx = (gx + offset[plane + i] + 0.5) * s;
-            let (x0, y0) = (cx - bw / 2.0, cy - bh / 2.0);
+            // As CenterFace's own decode: the top-left corner is clamped to the input before
+            // the landmarks are placed relative to it (training boxes were clipped the same way).
+            let (x0, y0) = ((cx - bw / 2.0).clamp(0.0, w as f32), (cy - bh / 2.0).clamp(0.0, h as f32));
             let mut landmarks = [Point::default(); 5];
             for (j, p) in landmarks.iter_mut().enumerate() {
                 p.x = lms[(2 * j + 1) * plane + i] * bw + x0;
                 p.y = lms[(2 * j) * plane + i] * bh + y0;
             }
             candidates.push(Detection {
-                bbox: BBox { x0, y0, x1: x0 + bw, y1: y0 + bh },
+                bbox: BBox { x0, y0, x1: (x0 + bw).min(w as f32), y1: (y0 + bh).min(h as f32) },
                 score,
                 landmarks,
             });
         }
         let (fw, fh) = (img.width() as f32, img.height() as f32);
-        let inv = 1.0 / lb.scale;
+        let (ix, iy) = (1.0 / lb.sx, 1.0 / lb.sy);
         let mut kept = nms(candidates, self.config.nms_iou);
         for d in kept.iter_mut() {
             let b = d.bbox;
-            d.bbox = BBox { x0: b.x0 * inv, y0: b.y0 * inv, x1: b.x1 * inv, y1: b.y1 * inv }.clamped(fw, fh);
+            d.bbox = BBox { x0: b.x0 * ix, y0: b.y0 * iy, x1: b.x1 * ix, y1: b.y1 * iy }.clamped(fw, fh);
             for p in d.landmarks.iter_mut() {
-                *p = Point::new(p.x * inv, p.y * inv);
+                *p = Point::new(p.x * ix, p.y * iy);
             }
         }
         let min_face = self.config.min_face;
@@ -329,7 +333,7 @@ mod tests {
     fn letterbox_keeps_aspect_and_pads() {
         let img = RgbImage::from_pixel(200, 100, image::Rgb([255, 128, 0]));
         let (data, lb) = letterbox(&img, 64, 64);
-        assert!((lb.scale - 0.32).abs() < 1e-6);
+        assert!((lb.sx - 0.32).abs() < 1e-6 && (lb.sy - 0.32).abs() < 1e-6);
         // Row 10 is inside the 64×32 picture, row 40 is padding.
         assert_eq!(data[10 * 64 + 5], 255.0);
         assert_eq!(data[64 * 64 + 10 * 64 + 5], 128.0);

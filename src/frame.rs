@@ -30,6 +30,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
         Some(other) => return Err(DecodeError::Format(format!("{other:?} is not supported"))),
         None => return Err(DecodeError::Format("unrecognised file signature".into())),
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        // zune-jpeg pads a cut-off scan with grey instead of failing; a half picture must not
+        // reach enrolment or matching.
+        return Err(DecodeError::Corrupt("JPEG ends before its end-of-image marker".into()));
+    }
     let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     if width < MIN_SIDE || height < MIN_SIDE || width > MAX_SIDE || height > MAX_SIDE {
@@ -40,6 +45,51 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
         image::DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// Walks the JPEG's marker segments and entropy-coded scans up to the end-of-image marker.
+/// `false` when the data runs out first (a truncated file) or the structure is broken.
+pub fn jpeg_is_complete(b: &[u8]) -> bool {
+    if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // Fill bytes (0xFF) may precede a marker.
+        while i < b.len() && b[i] == 0xFF && b.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        if i + 1 >= b.len() || b[i] != 0xFF {
+            return false;
+        }
+        let marker = b[i + 1];
+        i += 2;
+        match marker {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        if i + 1 >= b.len() {
+            return false;
+        }
+        let len = u16::from_be_bytes([b[i], b[i + 1]]) as usize;
+        if len < 2 {
+            return false;
+        }
+        i += len;
+        if marker == 0xDA {
+            // Entropy-coded data: 0xFF is stuffed as FF 00; restart markers stay in the scan.
+            loop {
+                if i + 1 >= b.len() {
+                    return false;
+                }
+                if b[i] == 0xFF && b[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&b[i + 1]) {
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -63,8 +113,22 @@ mod tests {
     #[test]
     fn truncated_png_is_an_error() {
         let bytes = png(40, 30);
-        for cut in [0, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+        // A cut inside IEND leaves every pixel intact and may decode; cuts before it must not.
+        for cut in [0, 8, 20, bytes.len() / 2, bytes.len() - 13] {
             assert!(decode_image(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn truncated_jpeg_is_an_error() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 90]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        assert!(jpeg_is_complete(&jpeg));
+        assert!(decode_image(&jpeg).is_ok());
+        for cut in [3, 100, jpeg.len() / 2, jpeg.len() - 2] {
+            assert!(!jpeg_is_complete(&jpeg[..cut]), "cut {cut}");
+            assert!(matches!(decode_image(&jpeg[..cut]), Err(DecodeError::Corrupt(_))), "cut {cut}");
         }
     }
 

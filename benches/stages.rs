@@ -1,0 +1,370 @@
+//! Per-stage timings of the hot path, each beside a baseline where one makes sense.
+//!
+//! `cargo bench --bench stages` (about two minutes on 2 cores). Groups:
+//! * `detector_preprocess_1280x720`: resize + letterbox of a 1280×720 frame into the 640×480
+//!   NCHW detector input. `facegate` is a verbatim copy of the private `letterbox` in
+//!   `src/detect.rs` (it is not public; keep the copy in step when that function changes),
+//!   `naive` is the same bilinear maths written per pixel without the column table,
+//!   `image_resize_triangle` is `image::imageops::resize` (Triangle) plus the NCHW copy.
+//! * `detector`: the CenterFace run alone (`Model::run`) and the whole `Detector::detect`
+//!   (letterbox + run + decode + NMS) on the same frame.
+//! * `align`: the similarity warp to 112 (embedder) and 224 at zoom 0.8 (FaceRes), beside a
+//!   sketch of a faster warp (row-incremental coordinates, one bounds test per pixel).
+//! * `embedder` / `attributes`: the model run alone, and the public per-face call
+//!   (`Embedder::embed_crop`, `AttributeModel::predict` which includes its alignment).
+//! * `gallery_best_10k`: `Gallery::best` over 10 000 identities × 1 template × 192-d, beside a
+//!   flat single-accumulator loop with top-2 tracking and an 8-accumulator version.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use facegate::align::{self, Point, Similarity, ARCFACE_112};
+use facegate::analyze::{AttributeModel, Embedder};
+use facegate::detect::Detector;
+use facegate::frame::decode_image;
+use facegate::gallery::{Gallery, Identity};
+use facegate::model::Model;
+use image::{Rgb, RgbImage};
+use tract_core::prelude::Tensor;
+
+const OBAMA: &[u8] = include_bytes!("../assets/samples/obama.jpg");
+
+/// A 1280×720 frame holding one face: obama.jpg scaled to the frame height, centred on grey.
+fn frame_1280x720() -> RgbImage {
+    let photo = decode_image(OBAMA).expect("decode obama.jpg");
+    let w = (photo.width() as f32 * 720.0 / photo.height() as f32).round() as u32;
+    let scaled = image::imageops::resize(&photo, w, 720, image::imageops::FilterType::Triangle);
+    let mut frame = RgbImage::from_pixel(1280, 720, Rgb([90, 90, 90]));
+    image::imageops::replace(&mut frame, &scaled, ((1280 - w) / 2) as i64, 0);
+    frame
+}
+
+// ------------------------------------------------------------------ detector preprocessing
+
+/// Verbatim copy of `src/detect.rs::letterbox` (private there) as of 2026-11-28.
+fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, (f32, f32)) {
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let scale = (w as f32 / iw as f32).min(h as f32 / ih as f32);
+    let ow = ((iw as f32 * scale).round() as usize).clamp(1, w);
+    let oh = ((ih as f32 * scale).round() as usize).clamp(1, h);
+    let k = if scale < 0.5 { (1.0 / scale).floor() as usize } else { 1 };
+    let (src, sw, sh) = if k > 1 { box_reduce(img, k) } else { (img.as_raw().to_vec(), iw, ih) };
+    let (step_x, step_y) = (iw as f32 / k as f32 / ow as f32, ih as f32 / k as f32 / oh as f32);
+    let plane = h * w;
+    let mut data = vec![0f32; 3 * plane];
+    let xs: Vec<(usize, usize, f32)> = (0..ow)
+        .map(|x| {
+            let sx = ((x as f32 + 0.5) * step_x - 0.5).clamp(0.0, (sw - 1) as f32);
+            let x0 = sx.floor() as usize;
+            (x0, (x0 + 1).min(sw - 1), sx - x0 as f32)
+        })
+        .collect();
+    for y in 0..oh {
+        let sy = ((y as f32 + 0.5) * step_y - 0.5).clamp(0.0, (sh - 1) as f32);
+        let y0 = sy.floor() as usize;
+        let y1 = (y0 + 1).min(sh - 1);
+        let ay = sy - y0 as f32;
+        let (r0, r1) = (&src[y0 * sw * 3..(y0 + 1) * sw * 3], &src[y1 * sw * 3..(y1 + 1) * sw * 3]);
+        for (x, &(x0, x1, ax)) in xs.iter().enumerate() {
+            for c in 0..3 {
+                let top = r0[x0 * 3 + c] as f32 * (1.0 - ax) + r0[x1 * 3 + c] as f32 * ax;
+                let bot = r1[x0 * 3 + c] as f32 * (1.0 - ax) + r1[x1 * 3 + c] as f32 * ax;
+                data[c * plane + y * w + x] = (top * (1.0 - ay) + bot * ay).round();
+            }
+        }
+    }
+    (data, (ow as f32 / iw as f32, oh as f32 / ih as f32))
+}
+
+/// Verbatim copy of `src/detect.rs::box_reduce`.
+fn box_reduce(img: &RgbImage, k: usize) -> (Vec<u8>, usize, usize) {
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let (sw, sh) = (iw.div_ceil(k), ih.div_ceil(k));
+    let src = img.as_raw();
+    let mut out = vec![0u8; sw * sh * 3];
+    let mut acc = vec![0u32; sw * 3];
+    let mut counts = vec![0u32; sw];
+    for by in 0..sh {
+        acc.iter_mut().for_each(|a| *a = 0);
+        counts.iter_mut().for_each(|a| *a = 0);
+        for y in by * k..((by + 1) * k).min(ih) {
+            let row = &src[y * iw * 3..(y + 1) * iw * 3];
+            for x in 0..iw {
+                let bx = x / k;
+                counts[bx] += 1;
+                for c in 0..3 {
+                    acc[bx * 3 + c] += row[x * 3 + c] as u32;
+                }
+            }
+        }
+        for bx in 0..sw {
+            for c in 0..3 {
+                out[(by * sw + bx) * 3 + c] = (acc[bx * 3 + c] / counts[bx].max(1)) as u8;
+            }
+        }
+    }
+    (out, sw, sh)
+}
+
+/// The same bilinear letterbox written the obvious way: source coordinates recomputed per
+/// pixel and channel, pixels read through `get_pixel`.
+fn letterbox_naive(img: &RgbImage, h: usize, w: usize) -> Vec<f32> {
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let scale = (w as f32 / iw as f32).min(h as f32 / ih as f32);
+    let ow = ((iw as f32 * scale).round() as usize).clamp(1, w);
+    let oh = ((ih as f32 * scale).round() as usize).clamp(1, h);
+    let (step_x, step_y) = (iw as f32 / ow as f32, ih as f32 / oh as f32);
+    let mut data = vec![0f32; 3 * h * w];
+    for y in 0..oh {
+        for x in 0..ow {
+            for c in 0..3 {
+                let sx = ((x as f32 + 0.5) * step_x - 0.5).clamp(0.0, (iw - 1) as f32);
+                let sy = ((y as f32 + 0.5) * step_y - 0.5).clamp(0.0, (ih - 1) as f32);
+                let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
+                let (x1, y1) = ((x0 + 1).min(iw as u32 - 1), (y0 + 1).min(ih as u32 - 1));
+                let (ax, ay) = (sx - x0 as f32, sy - y0 as f32);
+                let p = |x, y| img.get_pixel(x, y)[c] as f32;
+                let top = p(x0, y0) * (1.0 - ax) + p(x1, y0) * ax;
+                let bot = p(x0, y1) * (1.0 - ax) + p(x1, y1) * ax;
+                data[c * h * w + y * w + x] = (top * (1.0 - ay) + bot * ay).round();
+            }
+        }
+    }
+    data
+}
+
+/// `image`'s Triangle resize (antialiased, separable) and the NCHW copy.
+fn letterbox_image_crate(img: &RgbImage, h: usize, w: usize) -> Vec<f32> {
+    let scale = (w as f32 / img.width() as f32).min(h as f32 / img.height() as f32);
+    let ow = ((img.width() as f32 * scale).round() as u32).clamp(1, w as u32);
+    let oh = ((img.height() as f32 * scale).round() as u32).clamp(1, h as u32);
+    let small = image::imageops::resize(img, ow, oh, image::imageops::FilterType::Triangle);
+    let mut data = vec![0f32; 3 * h * w];
+    for (x, y, p) in small.enumerate_pixels() {
+        for c in 0..3 {
+            data[c * h * w + y as usize * w + x as usize] = p[c] as f32;
+        }
+    }
+    data
+}
+
+// ----------------------------------------------------------------------------------- align
+
+/// A faster warp sketch with the same sampling as `align::warp`: the source position advances
+/// by a constant per output pixel, and pixels whose 2×2 neighbourhood is inside the image
+/// skip the per-tap bounds tests.
+fn warp_fast(img: &RgbImage, to_crop: &Similarity, out_w: u32, out_h: u32) -> Option<RgbImage> {
+    let inv = to_crop.inverse()?;
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let src = img.as_raw();
+    let mut out = vec![0u8; (out_w * out_h * 3) as usize];
+    let tap = |x: i64, y: i64| -> [f32; 3] {
+        if x < 0 || y < 0 || x >= w || y >= h {
+            [0.0; 3]
+        } else {
+            let i = ((y * w + x) * 3) as usize;
+            [src[i] as f32, src[i + 1] as f32, src[i + 2] as f32]
+        }
+    };
+    for qy in 0..out_h {
+        let row0 = inv.apply(Point::new(0.0, qy as f32));
+        for qx in 0..out_w {
+            let (px, py) = (row0.x + inv.a * qx as f32, row0.y + inv.b * qx as f32);
+            if !(px.is_finite() && py.is_finite()) {
+                continue;
+            }
+            let (fx, fy) = (px.floor(), py.floor());
+            let (x0, y0) = (fx as i64, fy as i64);
+            let (ax, ay) = (px - fx, py - fy);
+            let o = ((qy * out_w + qx) * 3) as usize;
+            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+                let i = ((y0 * w + x0) * 3) as usize;
+                let j = i + (w * 3) as usize;
+                for c in 0..3 {
+                    let top = src[i + c] as f32 * (1.0 - ax) + src[i + 3 + c] as f32 * ax;
+                    let bot = src[j + c] as f32 * (1.0 - ax) + src[j + 3 + c] as f32 * ax;
+                    out[o + c] = (top * (1.0 - ay) + bot * ay).round().clamp(0.0, 255.0) as u8;
+                }
+            } else {
+                let (a, b, c_, d) = (tap(x0, y0), tap(x0 + 1, y0), tap(x0, y0 + 1), tap(x0 + 1, y0 + 1));
+                for c in 0..3 {
+                    let top = a[c] * (1.0 - ax) + b[c] * ax;
+                    let bot = c_[c] * (1.0 - ax) + d[c] * ax;
+                    out[o + c] = (top * (1.0 - ay) + bot * ay).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+    RgbImage::from_raw(out_w, out_h, out)
+}
+
+fn to_crop(landmarks: &[Point; 5], size: usize, zoom: f32) -> Similarity {
+    let dst = align::scaled_template(&ARCFACE_112, size, zoom);
+    align::similarity_transform(landmarks, &dst).expect("landmarks")
+}
+
+// --------------------------------------------------------------------------------- gallery
+
+const DIM: usize = 192;
+const IDENTITIES: usize = 10_000;
+
+fn unit_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    (0..n)
+        .map(|_| {
+            let mut v: Vec<f32> = (0..DIM).map(|_| next()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        })
+        .collect()
+}
+
+/// Best and second-best over a flat `n × DIM` matrix, one running sum per dot product.
+fn naive_best(flat: &[f32], probe: &[f32]) -> (usize, f32, f32) {
+    let (mut best, mut b1, mut b2) = (usize::MAX, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for (i, row) in flat.chunks_exact(DIM).enumerate() {
+        let mut acc = 0.0f32;
+        for k in 0..DIM {
+            acc += row[k] * probe[k];
+        }
+        if acc > b1 {
+            (b2, b1, best) = (b1, acc, i);
+        } else if acc > b2 {
+            b2 = acc;
+        }
+    }
+    (best, b1, b2)
+}
+
+/// The same with 8 independent accumulators, which the compiler vectorises.
+fn lanes8_best(flat: &[f32], probe: &[f32]) -> (usize, f32, f32) {
+    let (mut best, mut b1, mut b2) = (usize::MAX, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for (i, row) in flat.chunks_exact(DIM).enumerate() {
+        let mut acc = [0.0f32; 8];
+        for (r, p) in row.chunks_exact(8).zip(probe.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] += r[l] * p[l];
+            }
+        }
+        let d = acc.iter().sum::<f32>();
+        if d > b1 {
+            (b2, b1, best) = (b1, d, i);
+        } else if d > b2 {
+            b2 = d;
+        }
+    }
+    (best, b1, b2)
+}
+
+// ----------------------------------------------------------------------------------- benches
+
+fn stages(c: &mut Criterion) {
+    let frame = frame_1280x720();
+    let detector = Detector::new("centerface", None).expect("detector");
+    let [dh, dw] = detector.input_hw();
+    let faces = detector.detect(&frame).expect("detect");
+    let lm = faces.first().expect("a face in the bench frame").landmarks;
+    let det_model = Model::embedded("centerface").expect("centerface");
+    let embedder = Embedder::new("mobilefacenet").expect("embedder");
+    let attributes = AttributeModel::new("faceres").expect("faceres");
+
+    // Sanity: the naive letterbox computes the same thing as the copied one (no k×k reduction
+    // at 1280×720 → 640×480); the fast warp the same pixels as align::warp, to ±1.
+    assert_eq!(letterbox(&frame, dh, dw).0, letterbox_naive(&frame, dh, dw));
+    for (size, zoom) in [(112, 1.0), (224, 0.8)] {
+        let t = to_crop(&lm, size, zoom);
+        let (a, b) = (align::warp(&frame, &t, size as u32, size as u32).unwrap(), warp_fast(&frame, &t, size as u32, size as u32).unwrap());
+        // The row-incremental source position rounds differently in the last bits: allow ±1.
+        let worst = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+        assert!(worst <= 1, "warp_fast differs from align::warp by {worst} at {size}");
+    }
+
+    let mut g = c.benchmark_group("detector_preprocess_1280x720");
+    g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.bench_function("facegate", |b| b.iter(|| letterbox(black_box(&frame), dh, dw)));
+    g.bench_function("naive", |b| b.iter(|| letterbox_naive(black_box(&frame), dh, dw)));
+    g.bench_function("image_resize_triangle", |b| b.iter(|| letterbox_image_crate(black_box(&frame), dh, dw)));
+    g.finish();
+
+    let det_input = Tensor::from_shape(&det_model.input_shape, &letterbox(&frame, dh, dw).0).unwrap();
+    let mut g = c.benchmark_group("detector");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.bench_function("model_run", |b| {
+        b.iter_batched(|| det_input.clone(), |t| det_model.run(t).unwrap(), BatchSize::PerIteration)
+    });
+    g.bench_function("detect_1280x720", |b| b.iter(|| detector.detect(black_box(&frame)).unwrap()));
+    g.finish();
+
+    let mut g = c.benchmark_group("align");
+    g.sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for (size, zoom) in [(112usize, 1.0f32), (224, 0.8)] {
+        let t = to_crop(&lm, size, zoom);
+        g.bench_function(format!("warp_{size}"), |b| {
+            b.iter(|| align::warp(black_box(&frame), &t, size as u32, size as u32))
+        });
+        g.bench_function(format!("warp_{size}_fast_sketch"), |b| {
+            b.iter(|| warp_fast(black_box(&frame), &t, size as u32, size as u32))
+        });
+    }
+    g.bench_function("align_112_with_transform", |b| {
+        b.iter(|| align::align(black_box(&frame), &lm, &ARCFACE_112, 112, 1.0))
+    });
+    g.finish();
+
+    let crop112 = embedder.crop(&frame, &lm).unwrap();
+    let emb_input = embedder.model.input_from_rgb(&crop112).unwrap();
+    let crop224 = align::align(&frame, &lm, &ARCFACE_112, 224, 0.8).unwrap();
+    let att_input = attributes.model.input_from_rgb(&crop224).unwrap();
+
+    let mut g = c.benchmark_group("embedder");
+    g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.bench_function("model_run", |b| {
+        b.iter_batched(|| emb_input.clone(), |t| embedder.model.run(t).unwrap(), BatchSize::PerIteration)
+    });
+    g.bench_function("embed_crop", |b| b.iter(|| embedder.embed_crop(black_box(&crop112)).unwrap()));
+    g.finish();
+
+    let mut g = c.benchmark_group("attributes");
+    g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.bench_function("model_run", |b| {
+        b.iter_batched(|| att_input.clone(), |t| attributes.model.run(t).unwrap(), BatchSize::PerIteration)
+    });
+    g.bench_function("predict_with_align", |b| b.iter(|| attributes.predict(black_box(&frame), &lm).unwrap()));
+    g.finish();
+
+    let vectors = unit_vectors(IDENTITIES, 7);
+    let mut gallery = Gallery::new(DIM, [0; 32]);
+    gallery.identities = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Identity { name: format!("id{i:05}"), templates: vec![v.clone()] })
+        .collect();
+    let flat: Vec<f32> = vectors.concat();
+    let probe = {
+        // Near identity 4321, so the best match is known.
+        let mut p: Vec<f32> = vectors[4321].iter().zip(&unit_vectors(1, 99)[0]).map(|(a, b)| a + 0.3 * b).collect();
+        let n = p.iter().map(|x| x * x).sum::<f32>().sqrt();
+        p.iter_mut().for_each(|x| *x /= n);
+        p
+    };
+    let m = gallery.best(&probe).unwrap().unwrap();
+    assert_eq!(m.identity, "id04321");
+    assert_eq!(naive_best(&flat, &probe).0, 4321);
+    assert_eq!(lanes8_best(&flat, &probe).0, 4321);
+
+    let mut g = c.benchmark_group("gallery_best_10k");
+    g.sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.bench_function("Gallery::best", |b| b.iter(|| gallery.best(black_box(&probe)).unwrap()));
+    g.bench_function("flat_naive_1acc", |b| b.iter(|| naive_best(black_box(&flat), black_box(&probe))));
+    g.bench_function("flat_8acc", |b| b.iter(|| lanes8_best(black_box(&flat), black_box(&probe))));
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

@@ -1,0 +1,137 @@
+//! The whole pipeline on the bundled photos against the Python reference
+//! (`train/ref_pipeline.py`, onnxruntime): boxes, landmarks and embeddings per face.
+
+mod common;
+
+use common::*;
+use facegate::frame::read_image;
+use facegate::{Pipeline, PipelineConfig, Want};
+
+/// Photos the detector input does not shrink beyond 2× go through the same arithmetic as the
+/// reference: landmarks agree to float rounding (pixels per 100 px of face width).
+const SAME_PATH_TOL_PER_100PX: f32 = 0.05;
+const SAME_PATH_MIN_COSINE: f32 = 0.9999;
+/// Larger photos: we average k×k blocks before bilinear sampling (the reference aliases), so
+/// landmarks move by up to about 1 % of the face width.
+const REDUCED_TOL_PER_100PX: f32 = 2.5;
+const REDUCED_MIN_COSINE: f32 = 0.97;
+
+#[test]
+fn bundled_photos_match_the_reference_pipeline() {
+    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+    if pipeline.detector.input_hw() != [480, 640] {
+        eprintln!("SKIPPED: the reference was made at 640x480, this build's detector differs");
+        return;
+    }
+    let reference = read_toml(&root().join("models/golden/pipeline.toml"));
+    let want = Want { embedding: true, attributes: true };
+    for image in reference["images"].as_array().unwrap() {
+        let file = image["file"].as_str().unwrap();
+        let img = read_image(&sample(file)).unwrap();
+        let faces = pipeline.analyze(&img, want).unwrap();
+        let expected = image.get("faces").and_then(|f| f.as_array()).cloned().unwrap_or_default();
+        assert_eq!(faces.len(), expected.len(), "{file}: face count");
+        for (face, exp) in faces.iter().zip(&expected) {
+            let f = |v: &toml::Value| v.as_float().unwrap() as f32;
+            let bbox: Vec<f32> = exp["bbox"].as_array().unwrap().iter().map(f).collect();
+            let width = bbox[2] - bbox[0];
+            let shrink = (img.width() as f32 / 640.0).max(img.height() as f32 / 480.0);
+            let (per_100, min_cos) = if shrink <= 2.0 {
+                (SAME_PATH_TOL_PER_100PX, SAME_PATH_MIN_COSINE)
+            } else {
+                (REDUCED_TOL_PER_100PX, REDUCED_MIN_COSINE)
+            };
+            let tol = per_100 * width / 100.0;
+            let mut worst = 0f32;
+            for (p, q) in face.detection.landmarks.iter().zip(exp["landmarks"].as_array().unwrap()) {
+                let q = q.as_array().unwrap();
+                worst = worst.max((p.x - f(&q[0])).abs()).max((p.y - f(&q[1])).abs());
+            }
+            let b = face.detection.bbox;
+            let box_diff = max_abs_diff(&[b.x0, b.y0, b.x1, b.y1], &bbox);
+            let emb: Vec<f32> = exp["embedding"].as_array().unwrap().iter().map(f).collect();
+            let cos = cosine(face.analysis.embedding.as_ref().unwrap(), &emb);
+            eprintln!(
+                "{file}: landmarks off by {worst:.2} px (tol {tol:.2}), box by {box_diff:.2} px, embedding cosine {cos:.4}"
+            );
+            assert!(worst <= tol, "{file}: landmarks differ by {worst} px");
+            assert!(box_diff <= 2.0 * tol.max(0.05), "{file}: box differs by {box_diff} px");
+            assert!(cos >= min_cos, "{file}: embedding cosine {cos}");
+            assert!((face.detection.score - f(&exp["score"])).abs() < 0.02);
+        }
+    }
+}
+
+#[test]
+fn same_person_matches_and_strangers_do_not() {
+    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+    let threshold = pipeline.embedder.model.manifest.match_threshold.unwrap();
+    let want = Want { embedding: true, attributes: false };
+    let emb = |name: &str| {
+        let img = read_image(&sample(name)).unwrap();
+        let faces = pipeline.analyze(&img, want).unwrap();
+        assert_eq!(faces.len(), 1, "{name}");
+        faces[0].analysis.embedding.clone().unwrap()
+    };
+    let (o1, o2, o3, b) = (emb("obama.jpg"), emb("obama2.jpg"), emb("obama3.jpg"), emb("biden.jpg"));
+    for (x, y) in [(&o1, &o2), (&o1, &o3), (&o2, &o3)] {
+        assert!(cosine(x, y) >= threshold + 0.2, "same person: {}", cosine(x, y));
+    }
+    for o in [&o1, &o2, &o3] {
+        assert!(cosine(o, &b) < threshold, "different people: {}", cosine(o, &b));
+    }
+}
+
+#[test]
+fn a_cat_is_not_a_face() {
+    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+    let img = read_image(&sample("chelsea.png")).unwrap();
+    assert!(pipeline.analyze(&img, Want::default()).unwrap().is_empty());
+}
+
+/// Development check on real in-the-wild photos (celeba-id): over fixed identities, photos of
+/// the same person are far more similar than photos of different people.
+#[test]
+fn celeba_same_identity_is_closer_than_different() {
+    let Some(data) = shared_data("celeba_same_identity_is_closer_than_different") else { return };
+    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+    let csv = std::fs::read_to_string(data.join("celeba-id/identities.csv")).unwrap();
+    let mut by_id: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in csv.lines().skip(1) {
+        let mut cols = line.split(',');
+        let (Some(file), Some(id)) = (cols.next(), cols.next()) else { continue };
+        by_id.entry(id.to_string()).or_default().push(file.to_string());
+    }
+    let want = Want { embedding: true, attributes: false };
+    let mut people = Vec::new();
+    for files in by_id.values().filter(|f| f.len() >= 4).take(12) {
+        let embs: Vec<Vec<f32>> = files
+            .iter()
+            .take(4)
+            .filter_map(|f| {
+                let img = read_image(&data.join("celeba-id/images").join(f)).ok()?;
+                pipeline.analyze(&img, want).ok()?.into_iter().next()?.analysis.embedding
+            })
+            .collect();
+        people.push(embs);
+    }
+    let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+    for (i, a) in people.iter().enumerate() {
+        for (j, b) in people.iter().enumerate() {
+            for (k, x) in a.iter().enumerate() {
+                for (l, y) in b.iter().enumerate() {
+                    if i == j && k < l {
+                        genuine.push(cosine(x, y));
+                    } else if i < j && k == 0 && l == 0 {
+                        impostor.push(cosine(x, y));
+                    }
+                }
+            }
+        }
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let (g, im) = (mean(&genuine), mean(&impostor));
+    eprintln!("celeba-id: genuine mean {g:.3} over {}, impostor mean {im:.3} over {}", genuine.len(), impostor.len());
+    assert!(genuine.len() >= 40 && impostor.len() >= 40);
+    assert!(g - im > 0.35, "genuine {g} vs impostor {im}");
+}
