@@ -51,11 +51,12 @@ fn main() {
         println!("cargo:rerun-if-changed={}", onnx.display());
         let nnef = out.join(format!("{}.nnef.tar", manifest.name));
         if let Err(e) = convert(&manifest, &onnx, &nnef) {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             fail(&format!(
-                "model `{}` ({}) could not be converted to NNEF.\n{e:?}\n\
-                 The innermost lines name the failing node and op.",
+                "model `{}` ({}) could not be converted to NNEF:\n  {}",
                 manifest.name,
-                onnx.display()
+                onnx.display(),
+                chain.join("\n  ")
             ));
         }
         writeln!(

@@ -8,8 +8,11 @@
 //!   `image_resize_triangle` is `image::imageops::resize` (Triangle) plus the NCHW copy.
 //! * `detector`: the CenterFace run alone (`Model::run`) and the whole `Detector::detect`
 //!   (letterbox + run + decode + NMS) on the same frame.
-//! * `align`: the similarity warp to 112 (embedder) and 224 at zoom 0.8 (FaceRes), beside a
-//!   sketch of a faster warp (row-incremental coordinates, one bounds test per pixel).
+//! * `*/model_run` vs `*/model_run_onnx_route`: each model's run with the plan the binary
+//!   makes (embedded NNEF, `into_optimized`) beside the plan tract-onnx makes from
+//!   `models/<name>.onnx` at run time with the same pinned input, to see whether the NNEF
+//!   round trip costs run time.
+//! * `align`: the similarity warp to 112 (embedder) and 224 at zoom 0.8 (FaceRes).
 //! * `embedder` / `attributes`: the model run alone, and the public per-face call
 //!   (`Embedder::embed_crop`, `AttributeModel::predict` which includes its alignment).
 //! * `gallery_best_10k`: `Gallery::best` over 10 000 identities × 1 template × 192-d, beside a
@@ -24,9 +27,9 @@ use facegate::analyze::{AttributeModel, Embedder};
 use facegate::detect::Detector;
 use facegate::frame::decode_image;
 use facegate::gallery::{Gallery, Identity};
-use facegate::model::Model;
+use facegate::model::{embedded_manifest, Layout, Model};
 use image::{Rgb, RgbImage};
-use tract_core::prelude::Tensor;
+use tract_core::prelude::{tvec, IntoTValue, Tensor};
 
 const OBAMA: &[u8] = include_bytes!("../assets/samples/obama.jpg");
 
@@ -151,54 +154,6 @@ fn letterbox_image_crate(img: &RgbImage, h: usize, w: usize) -> Vec<f32> {
 
 // ----------------------------------------------------------------------------------- align
 
-/// A faster warp sketch with the same sampling as `align::warp`: the source position advances
-/// by a constant per output pixel, and pixels whose 2×2 neighbourhood is inside the image
-/// skip the per-tap bounds tests.
-fn warp_fast(img: &RgbImage, to_crop: &Similarity, out_w: u32, out_h: u32) -> Option<RgbImage> {
-    let inv = to_crop.inverse()?;
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let src = img.as_raw();
-    let mut out = vec![0u8; (out_w * out_h * 3) as usize];
-    let tap = |x: i64, y: i64| -> [f32; 3] {
-        if x < 0 || y < 0 || x >= w || y >= h {
-            [0.0; 3]
-        } else {
-            let i = ((y * w + x) * 3) as usize;
-            [src[i] as f32, src[i + 1] as f32, src[i + 2] as f32]
-        }
-    };
-    for qy in 0..out_h {
-        let row0 = inv.apply(Point::new(0.0, qy as f32));
-        for qx in 0..out_w {
-            let (px, py) = (row0.x + inv.a * qx as f32, row0.y + inv.b * qx as f32);
-            if !(px.is_finite() && py.is_finite()) {
-                continue;
-            }
-            let (fx, fy) = (px.floor(), py.floor());
-            let (x0, y0) = (fx as i64, fy as i64);
-            let (ax, ay) = (px - fx, py - fy);
-            let o = ((qy * out_w + qx) * 3) as usize;
-            if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
-                let i = ((y0 * w + x0) * 3) as usize;
-                let j = i + (w * 3) as usize;
-                for c in 0..3 {
-                    let top = src[i + c] as f32 * (1.0 - ax) + src[i + 3 + c] as f32 * ax;
-                    let bot = src[j + c] as f32 * (1.0 - ax) + src[j + 3 + c] as f32 * ax;
-                    out[o + c] = (top * (1.0 - ay) + bot * ay).round().clamp(0.0, 255.0) as u8;
-                }
-            } else {
-                let (a, b, c_, d) = (tap(x0, y0), tap(x0 + 1, y0), tap(x0, y0 + 1), tap(x0 + 1, y0 + 1));
-                for c in 0..3 {
-                    let top = a[c] * (1.0 - ax) + b[c] * ax;
-                    let bot = c_[c] * (1.0 - ax) + d[c] * ax;
-                    out[o + c] = (top * (1.0 - ay) + bot * ay).round().clamp(0.0, 255.0) as u8;
-                }
-            }
-        }
-    }
-    RgbImage::from_raw(out_w, out_h, out)
-}
-
 fn to_crop(landmarks: &[Point; 5], size: usize, zoom: f32) -> Similarity {
     let dst = align::scaled_template(&ARCFACE_112, size, zoom);
     align::similarity_transform(landmarks, &dst).expect("landmarks")
@@ -262,6 +217,27 @@ fn lanes8_best(flat: &[f32], probe: &[f32]) -> (usize, f32, f32) {
     (best, b1, b2)
 }
 
+/// The runnable plan tract-onnx makes from `models/<name>.onnx` with the build's input shape.
+fn onnx_plan(name: &str) -> std::sync::Arc<tract_onnx::prelude::TypedRunnableModel> {
+    use tract_onnx::prelude::*;
+    let m = embedded_manifest(name).unwrap();
+    let [h, w] = m.input_size;
+    let shape = match m.layout {
+        Layout::NCHW => [1, 3, h, w],
+        Layout::NHWC => [1, h, w, 3],
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(&m.file);
+    let load = || -> TractResult<_> {
+        tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_path(path)?
+            .with_input_fact(0, f32::fact(shape).into())?
+            .into_optimized()?
+            .into_runnable()
+    };
+    load().expect("tract-onnx plan")
+}
+
 // ----------------------------------------------------------------------------------- benches
 
 fn stages(c: &mut Criterion) {
@@ -275,16 +251,8 @@ fn stages(c: &mut Criterion) {
     let attributes = AttributeModel::new("faceres").expect("faceres");
 
     // Sanity: the naive letterbox computes the same thing as the copied one (no k×k reduction
-    // at 1280×720 → 640×480); the fast warp the same pixels as align::warp, to ±1.
+    // at 1280×720 → 640×480).
     assert_eq!(letterbox(&frame, dh, dw).0, letterbox_naive(&frame, dh, dw));
-    for (size, zoom) in [(112, 1.0), (224, 0.8)] {
-        let t = to_crop(&lm, size, zoom);
-        let (a, b) = (align::warp(&frame, &t, size as u32, size as u32).unwrap(), warp_fast(&frame, &t, size as u32, size as u32).unwrap());
-        // The row-incremental source position rounds differently in the last bits: allow ±1.
-        let worst = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
-        assert!(worst <= 1, "warp_fast differs from align::warp by {worst} at {size}");
-    }
-
     let mut g = c.benchmark_group("detector_preprocess_1280x720");
     g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     g.bench_function("facegate", |b| b.iter(|| letterbox(black_box(&frame), dh, dw)));
@@ -298,6 +266,10 @@ fn stages(c: &mut Criterion) {
     g.bench_function("model_run", |b| {
         b.iter_batched(|| det_input.clone(), |t| det_model.run(t).unwrap(), BatchSize::PerIteration)
     });
+    let plan = onnx_plan("centerface");
+    g.bench_function("model_run_onnx_route", |b| {
+        b.iter_batched(|| tvec![det_input.clone().into_tvalue()], |t| plan.run(t).unwrap(), BatchSize::PerIteration)
+    });
     g.bench_function("detect_1280x720", |b| b.iter(|| detector.detect(black_box(&frame)).unwrap()));
     g.finish();
 
@@ -307,9 +279,6 @@ fn stages(c: &mut Criterion) {
         let t = to_crop(&lm, size, zoom);
         g.bench_function(format!("warp_{size}"), |b| {
             b.iter(|| align::warp(black_box(&frame), &t, size as u32, size as u32))
-        });
-        g.bench_function(format!("warp_{size}_fast_sketch"), |b| {
-            b.iter(|| warp_fast(black_box(&frame), &t, size as u32, size as u32))
         });
     }
     g.bench_function("align_112_with_transform", |b| {
@@ -327,6 +296,10 @@ fn stages(c: &mut Criterion) {
     g.bench_function("model_run", |b| {
         b.iter_batched(|| emb_input.clone(), |t| embedder.model.run(t).unwrap(), BatchSize::PerIteration)
     });
+    let plan = onnx_plan("mobilefacenet");
+    g.bench_function("model_run_onnx_route", |b| {
+        b.iter_batched(|| tvec![emb_input.clone().into_tvalue()], |t| plan.run(t).unwrap(), BatchSize::PerIteration)
+    });
     g.bench_function("embed_crop", |b| b.iter(|| embedder.embed_crop(black_box(&crop112)).unwrap()));
     g.finish();
 
@@ -334,6 +307,10 @@ fn stages(c: &mut Criterion) {
     g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     g.bench_function("model_run", |b| {
         b.iter_batched(|| att_input.clone(), |t| attributes.model.run(t).unwrap(), BatchSize::PerIteration)
+    });
+    let plan = onnx_plan("faceres");
+    g.bench_function("model_run_onnx_route", |b| {
+        b.iter_batched(|| tvec![att_input.clone().into_tvalue()], |t| plan.run(t).unwrap(), BatchSize::PerIteration)
     });
     g.bench_function("predict_with_align", |b| b.iter(|| attributes.predict(black_box(&frame), &lm).unwrap()));
     g.finish();

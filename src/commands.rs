@@ -124,9 +124,15 @@ fn error_line(out: &mut dyn Write, image: &str, err: &anyhow::Error) -> Result<(
     Ok(())
 }
 
-/// `analyze`: one JSON object per image, in input order; unreadable images get an error line
-/// and the batch goes on.
-pub fn analyze(ctx: &Context, images: &[PathBuf], embeddings: bool, out: &mut dyn Write) -> Result<Outcome> {
+/// `analyze`: with `json`, one JSON object per image in input order; otherwise a line per face.
+/// Unreadable images get an error line and the batch goes on.
+pub fn analyze(
+    ctx: &Context,
+    images: &[PathBuf],
+    json: bool,
+    embeddings: bool,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
     let want = Want { embedding: embeddings, attributes: true };
     let mut failed = false;
     for path in images {
@@ -135,14 +141,35 @@ pub fn analyze(ctx: &Context, images: &[PathBuf], embeddings: bool, out: &mut dy
             .map_err(anyhow::Error::from)
             .and_then(|img| Ok((ctx.pipeline.analyze(&img, want)?, img.width(), img.height())));
         match result {
-            Ok((faces, width, height)) => {
+            Ok((faces, width, height)) if json => {
                 let faces = faces.iter().map(|f| FaceJson::new(f, embeddings)).collect();
                 serde_json::to_writer(&mut *out, &ImageJson { image: &shown, width, height, faces })?;
                 writeln!(out)?;
             }
+            Ok((faces, width, height)) => {
+                writeln!(out, "{shown}: {width}x{height}, {} face(s)", faces.len())?;
+                for f in faces.iter().map(|f| FaceJson::new(f, false)) {
+                    let gender = f.gender.map_or("?", |g| match g {
+                        crate::analyze::Gender::Male => "male",
+                        crate::analyze::Gender::Female => "female",
+                    });
+                    writeln!(
+                        out,
+                        "  box {:?} score {:.2}: {gender} ({:.2}), age {:.0}",
+                        f.bbox.map(f32::round),
+                        f.score,
+                        f.male_prob.unwrap_or(f32::NAN),
+                        f.age.unwrap_or(f32::NAN)
+                    )?;
+                }
+            }
             Err(e) => {
                 failed = true;
-                error_line(out, &shown, &e)?;
+                if json {
+                    error_line(out, &shown, &e)?;
+                } else {
+                    writeln!(out, "{shown}: error: {e:#}")?;
+                }
             }
         }
         out.flush()?;

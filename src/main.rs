@@ -107,7 +107,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let config = PipelineConfig::default();
     let ctx = Context::new(&config, cli.threshold)?;
     match cli.command {
-        Command::Analyze { json: _, embeddings, images } => commands::analyze(&ctx, &images, embeddings, out),
+        Command::Analyze { json, embeddings, images } => commands::analyze(&ctx, &images, json, embeddings, out),
         Command::Enroll { gallery, name, largest, images } => {
             let pick = if largest { FacePick::Largest } else { FacePick::Single };
             commands::enroll(&ctx, &gallery, &name, &images, pick, out)
