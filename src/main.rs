@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use facegate::commands::{self, Context, FacePick, Outcome};
+use facegate::detect::DetectorConfig;
 use facegate::exit;
 use facegate::PipelineConfig;
 
@@ -15,8 +16,22 @@ struct Cli {
     /// embedder manifest's calibrated match_threshold].
     #[arg(long, global = true)]
     threshold: Option<f32>,
+    /// Run the detector at this one input size, WIDTHxHEIGHT in multiples of 32, instead of
+    /// choosing per image among 256x256, 320x320, 640x480 and 480x640.
+    #[arg(long, global = true, value_parser = parse_size)]
+    detector_size: Option<[usize; 2]>,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_size(s: &str) -> Result<[usize; 2], String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
+    let w: usize = w.trim().parse().map_err(|_| "width is not a number")?;
+    let h: usize = h.trim().parse().map_err(|_| "height is not a number")?;
+    if w == 0 || h == 0 || w % 32 != 0 || h % 32 != 0 || w > 4096 || h > 4096 {
+        return Err("width and height must be multiples of 32 between 32 and 4096".into());
+    }
+    Ok([h, w])
 }
 
 #[derive(Subcommand)]
@@ -104,7 +119,13 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::Ok);
     }
-    let config = PipelineConfig::default();
+    let mut config = PipelineConfig::default();
+    if let Some(size) = cli.detector_size {
+        let manifest = facegate::model::embedded_manifest(&config.detector)?;
+        let mut detector = DetectorConfig::from_manifest(&manifest);
+        detector.sizes = vec![size];
+        config.detector_config = Some(detector);
+    }
     let ctx = Context::new(&config, cli.threshold)?;
     match cli.command {
         Command::Analyze { json, embeddings, images } => commands::analyze(&ctx, &images, json, embeddings, out),

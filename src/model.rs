@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
 use tract_core::internal::DimLike;
 use tract_core::prelude::*;
 
@@ -153,6 +155,16 @@ thread_local! {
     static NNEF: tract_nnef::framework::Nnef = tract_nnef::nnef();
 }
 
+/// The embedded model's manifest and its network as stored, before pinning and optimising.
+pub fn embedded_typed(name: &str) -> Result<(Manifest, TypedModel), ModelError> {
+    let em = find(name)?;
+    let manifest = embedded_manifest(name)?;
+    let typed = NNEF
+        .with(|fw| fw.model_for_read(&mut &em.nnef[..]))
+        .map_err(|source| ModelError::Runtime { model: name.to_string(), source })?;
+    Ok((manifest, typed))
+}
+
 /// The embedded model's manifest, without loading the network.
 pub fn embedded_manifest(name: &str) -> Result<Manifest, ModelError> {
     let em = find(name)?;
@@ -182,20 +194,37 @@ pub fn fingerprint(name: &str) -> Result<[u8; 32], ModelError> {
 }
 
 impl Model {
-    /// Loads an embedded model.
+    /// Loads an embedded model whose input shape was pinned at build time.
     pub fn embedded(name: &str) -> Result<Model, ModelError> {
-        let em = find(name)?;
-        let mut manifest = Manifest::parse(em.manifest)?;
-        manifest.name = em.name.to_string();
-        Model::from_nnef(manifest, em.nnef)
+        let (manifest, typed) = embedded_typed(name)?;
+        Model::from_typed(manifest, typed, None)
     }
 
-    /// Loads a model from NNEF bytes whose input shape was pinned at conversion.
-    pub fn from_nnef(manifest: Manifest, nnef: &[u8]) -> Result<Model, ModelError> {
+    /// Pins a parsed model's symbolic input size (`[1, 3, 32·h, 32·w]` for the detector) to
+    /// `input_hw`, checks it against its manifest, optimises it and runs the warm-up.
+    pub fn from_typed(
+        manifest: Manifest,
+        mut typed: TypedModel,
+        input_hw: Option<[usize; 2]>,
+    ) -> Result<Model, ModelError> {
         manifest.validate()?;
         let name = manifest.name.clone();
         let rt = |source: anyhow::Error| ModelError::Runtime { model: name.clone(), source };
-        let typed = NNEF.with(|nnef_fw| nnef_fw.model_for_read(&mut &nnef[..])).map_err(rt)?;
+        if let Some([h, w]) = input_hw {
+            if h == 0 || w == 0 || h % 32 != 0 || w % 32 != 0 {
+                return Err(ModelError::Contract {
+                    model: name.clone(),
+                    detail: format!("input {w}x{h} must be a non-zero multiple of 32 on each side"),
+                });
+            }
+            let mut subs = HashMap::new();
+            for (sym, v) in [("h", h / 32), ("w", w / 32)] {
+                if let Some(s) = typed.symbols.get(sym) {
+                    subs.insert(s, TDim::from(v as i64));
+                }
+            }
+            typed = typed.set_symbols(&subs).map_err(rt)?;
+        }
         let fact = typed.input_fact(0).map_err(rt)?;
         let input_shape: Vec<usize> = fact
             .shape

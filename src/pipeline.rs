@@ -51,7 +51,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: &PipelineConfig) -> Result<Pipeline, ModelError> {
-        let detector = Detector::new(&config.detector, config.detector_config)?;
+        let detector = Detector::new(&config.detector, config.detector_config.clone())?;
         let embedder = Embedder::new(&config.embedder)?;
         let attributes = config.attributes.as_deref().map(AttributeModel::new).transpose()?;
         Ok(Pipeline { detector, embedder, attributes })

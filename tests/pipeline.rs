@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use facegate::detect::DetectorConfig;
 use facegate::frame::read_image;
 use facegate::{Pipeline, PipelineConfig, Want};
 
@@ -18,11 +19,12 @@ const REDUCED_MIN_COSINE: f32 = 0.97;
 
 #[test]
 fn bundled_photos_match_the_reference_pipeline() {
-    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
-    if pipeline.detector.input_hw() != [480, 640] {
-        eprintln!("SKIPPED: the reference was made at 640x480, this build's detector differs");
-        return;
-    }
+    // The reference ran CenterFace at one fixed 640×480 input.
+    let manifest = facegate::model::embedded_manifest("centerface").unwrap();
+    let mut detector = DetectorConfig::from_manifest(&manifest);
+    detector.sizes = vec![[480, 640]];
+    let config = PipelineConfig { detector_config: Some(detector), ..PipelineConfig::default() };
+    let pipeline = Pipeline::new(&config).unwrap();
     let reference = read_toml(&root().join("models/golden/pipeline.toml"));
     let want = Want { embedding: true, attributes: true };
     for image in reference["images"].as_array().unwrap() {
