@@ -167,6 +167,26 @@ def run_detector(blob_u8: np.ndarray, model_path=None):
     return sess.run(None, {sess.get_inputs()[0].name: blob_u8.astype(np.float32)})
 
 
+# Candidate detector sizes (W, H), as facegate's detect::DEFAULT_SIZES.
+AUTO_SIZES = [(256, 256), (320, 320), (640, 480), (480, 640)]
+
+
+def pick_size(w: int, h: int, sizes=AUTO_SIZES):
+    """facegate's DetectorConfig::size_for: the smallest size holding the image at scale 1
+    (same orientation on a tie), else the one that shrinks it least (smaller area on a tie)."""
+    landscape = w >= h
+    fits = [s for s in sizes if s[0] >= w and s[1] >= h]
+    if fits:
+        return min(fits, key=lambda s: (s[0] * s[1], (s[0] >= s[1]) != landscape))
+    return max(sizes, key=lambda s: (min(s[0] / w, s[1] / h), -s[0] * s[1]))
+
+
+def detect_auto(img_rgb_uint8: np.ndarray, **kw):
+    """detect() at the input size facegate would pick for this image."""
+    h, w = img_rgb_uint8.shape[:2]
+    return detect(img_rgb_uint8, size=pick_size(w, h), **kw)
+
+
 def detect(img_rgb_uint8: np.ndarray, size=DEFAULT_SIZE, score_threshold=SCORE_THRESHOLD,
            nms_iou=NMS_IOU, model_path=None):
     """-> list of (bbox float32[4] x1,y1,x2,y2, score, landmarks float32[5,2]) in image
