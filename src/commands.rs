@@ -1,8 +1,11 @@
 //! The CLI's commands over the library. `main.rs` parses arguments and maps the returned
 //! [`Outcome`] or error to an exit code; these functions do the work and write the output.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use anyhow::{bail, Context as _, Result};
 use image::RgbImage;
@@ -40,6 +43,8 @@ pub struct Context {
     pub fingerprint: [u8; 32],
     /// Cosine similarity at or above which a face is taken to be an enrolled identity.
     pub threshold: f32,
+    /// Images analysed at once by batch commands.
+    pub threads: usize,
 }
 
 impl Context {
@@ -51,7 +56,8 @@ impl Context {
             Some(t) => bail!("threshold {t} is outside [-1, 1]"),
             None => bail!("no threshold given and the embedder manifest has no match_threshold"),
         };
-        Ok(Context { pipeline, fingerprint, threshold })
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Context { pipeline, fingerprint, threshold, threads })
     }
 
     pub fn open_gallery(&self, path: &Path) -> Result<Gallery> {
@@ -124,8 +130,85 @@ fn error_line(out: &mut dyn Write, image: &str, err: &anyhow::Error) -> Result<(
     Ok(())
 }
 
+/// Runs `work` over `items` on `threads` threads and hands each result to `emit` in input
+/// order. Plans are `Send + Sync`, so workers share the one loaded pipeline.
+pub fn in_order<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+    mut emit: impl FnMut(R) -> Result<()>,
+) -> Result<()> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().try_for_each(|item| emit(work(item)));
+    }
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::sync_channel::<(usize, R)>(threads * 2);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(items.len()) {
+            let (tx, next, work) = (tx.clone(), &next, &work);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                // A closed channel means the writer stopped (an output error): stop too.
+                if i >= items.len() || tx.send((i, work(&items[i]))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut due = 0;
+        for (i, result) in rx {
+            pending.insert(i, result);
+            while let Some(result) = pending.remove(&due) {
+                emit(result)?;
+                due += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One image's `analyze` output (a JSON line or a text block) and whether it failed.
+fn analyze_one(ctx: &Context, path: &Path, json: bool, embeddings: bool) -> Result<(String, bool)> {
+    let want = Want { embedding: embeddings, attributes: true };
+    let shown = path.to_string_lossy();
+    let result = read_image(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|img| Ok((ctx.pipeline.analyze(&img, want)?, img.width(), img.height())));
+    let mut out = Vec::new();
+    let failed = result.is_err();
+    match result {
+        Ok((faces, width, height)) if json => {
+            let faces = faces.iter().map(|f| FaceJson::new(f, embeddings)).collect();
+            serde_json::to_writer(&mut out, &ImageJson { image: &shown, width, height, faces })?;
+            writeln!(out)?;
+        }
+        Ok((faces, width, height)) => {
+            writeln!(out, "{shown}: {width}x{height}, {} face(s)", faces.len())?;
+            for f in faces.iter().map(|f| FaceJson::new(f, false)) {
+                let gender = f.gender.map_or("?", |g| match g {
+                    crate::analyze::Gender::Male => "male",
+                    crate::analyze::Gender::Female => "female",
+                });
+                writeln!(
+                    out,
+                    "  box {:?} score {:.2}: {gender} ({:.2}), age {:.0}",
+                    f.bbox.map(f32::round),
+                    f.score,
+                    f.male_prob.unwrap_or(f32::NAN),
+                    f.age.unwrap_or(f32::NAN)
+                )?;
+            }
+        }
+        Err(e) if json => error_line(&mut out, &shown, &e)?,
+        Err(e) => writeln!(out, "{shown}: error: {e:#}")?,
+    }
+    Ok((String::from_utf8(out)?, failed))
+}
+
 /// `analyze`: with `json`, one JSON object per image in input order; otherwise a line per face.
-/// Unreadable images get an error line and the batch goes on.
+/// Unreadable images get an error line and the batch goes on. Images are analysed on
+/// `ctx.threads` threads; the output order is the input order whatever the thread count.
 pub fn analyze(
     ctx: &Context,
     images: &[PathBuf],
@@ -133,47 +216,18 @@ pub fn analyze(
     embeddings: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome> {
-    let want = Want { embedding: embeddings, attributes: true };
     let mut failed = false;
-    for path in images {
-        let shown = path.to_string_lossy();
-        let result = read_image(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|img| Ok((ctx.pipeline.analyze(&img, want)?, img.width(), img.height())));
-        match result {
-            Ok((faces, width, height)) if json => {
-                let faces = faces.iter().map(|f| FaceJson::new(f, embeddings)).collect();
-                serde_json::to_writer(&mut *out, &ImageJson { image: &shown, width, height, faces })?;
-                writeln!(out)?;
-            }
-            Ok((faces, width, height)) => {
-                writeln!(out, "{shown}: {width}x{height}, {} face(s)", faces.len())?;
-                for f in faces.iter().map(|f| FaceJson::new(f, false)) {
-                    let gender = f.gender.map_or("?", |g| match g {
-                        crate::analyze::Gender::Male => "male",
-                        crate::analyze::Gender::Female => "female",
-                    });
-                    writeln!(
-                        out,
-                        "  box {:?} score {:.2}: {gender} ({:.2}), age {:.0}",
-                        f.bbox.map(f32::round),
-                        f.score,
-                        f.male_prob.unwrap_or(f32::NAN),
-                        f.age.unwrap_or(f32::NAN)
-                    )?;
-                }
-            }
-            Err(e) => {
-                failed = true;
-                if json {
-                    error_line(out, &shown, &e)?;
-                } else {
-                    writeln!(out, "{shown}: error: {e:#}")?;
-                }
-            }
-        }
-        out.flush()?;
-    }
+    in_order(
+        images,
+        ctx.threads,
+        |path| analyze_one(ctx, path, json, embeddings),
+        |result| {
+            let (text, bad) = result?;
+            failed |= bad;
+            out.write_all(text.as_bytes())?;
+            Ok(out.flush()?)
+        },
+    )?;
     Ok(if failed { Outcome::Partial } else { Outcome::Ok })
 }
 

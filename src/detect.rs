@@ -270,7 +270,7 @@ impl Detector {
         let s = self.stride as f32;
         let mut candidates = Vec::new();
         for (i, &score) in heat.iter().enumerate() {
-            if !(score > self.config.score_threshold) {
+            if score.is_nan() || score <= self.config.score_threshold {
                 continue;
             }
             let (gy, gx) = ((i / gw) as f32, (i % gw) as f32);

@@ -20,6 +20,9 @@ struct Cli {
     /// choosing per image among 256x256, 320x320, 640x480 and 480x640.
     #[arg(long, global = true, value_parser = parse_size)]
     detector_size: Option<[usize; 2]>,
+    /// Images analysed at once by `analyze` [default: the number of CPU cores].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,7 +31,7 @@ fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
     let w: usize = w.trim().parse().map_err(|_| "width is not a number")?;
     let h: usize = h.trim().parse().map_err(|_| "height is not a number")?;
-    if w == 0 || h == 0 || w % 32 != 0 || h % 32 != 0 || w > 4096 || h > 4096 {
+    if w == 0 || h == 0 || !w.is_multiple_of(32) || !h.is_multiple_of(32) || w > 4096 || h > 4096 {
         return Err("width and height must be multiples of 32 between 32 and 4096".into());
     }
     Ok([h, w])
@@ -126,7 +129,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         detector.sizes = vec![size];
         config.detector_config = Some(detector);
     }
-    let ctx = Context::new(&config, cli.threshold)?;
+    let mut ctx = Context::new(&config, cli.threshold)?;
+    if let Some(n) = cli.threads {
+        ctx.threads = n as usize;
+    }
     match cli.command {
         Command::Analyze { json, embeddings, images } => commands::analyze(&ctx, &images, json, embeddings, out),
         Command::Enroll { gallery, name, largest, images } => {

@@ -207,3 +207,18 @@ fn usage_errors_exit_2() {
     assert_eq!(facegate(&["--threshold", "7", "analyze", s(&sample("obama.jpg"))], dir.path()).status.code(), Some(2));
     assert_eq!(facegate(&["--help"], dir.path()).status.code(), Some(0));
 }
+
+#[test]
+fn analyze_output_does_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let [corrupt, truncated, _] = bad_inputs(dir.path());
+    let images = [sample("astronaut.png"), corrupt, sample("chelsea.png"), sample("obama.jpg"), truncated, sample("biden.jpg")];
+    let mut args = vec!["analyze", "--json", "--embeddings"];
+    args.extend(images.iter().map(|p| s(p)));
+    let one = facegate(&[&["--threads", "1"], &args[..]].concat(), dir.path());
+    let three = facegate(&[&["--threads", "3"], &args[..]].concat(), dir.path());
+    assert_eq!(one.status.code(), Some(3));
+    assert_eq!(three.status.code(), Some(3));
+    assert_eq!(stdout(&one), stdout(&three));
+    assert_eq!(json_lines(&stdout(&three)).len(), images.len());
+}
