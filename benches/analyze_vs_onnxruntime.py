@@ -3,28 +3,40 @@
 against the same three ONNX models run by onnxruntime (1 intra-op thread) from Python doing the
 same work per image.
 
-Per image, both sides: decode (EXIF-upright RGB), CenterFace at 640x480 (letterbox, run,
-decode, NMS), then for every face found: the 5-point similarity alignment to 112 px and the
-MobileFaceNet embedding (L2-normalised), and the alignment to 224 px at zoom 0.8 and HSE FaceRes
-age/gender (BGR, mean [103.939, 116.779, 123.68], std 1). The onnxruntime side reuses
-train/ref_pipeline.py (preprocess, decode, nms, align, load_rgb) so its preprocessing is the
-project's numpy reference.
+Per image, both sides: decode (EXIF-upright RGB), CenterFace (letterbox, run, decode, NMS),
+then for every face found: the 5-point similarity alignment to 112 px and the MobileFaceNet
+embedding (L2-normalised), and the alignment to 224 px at zoom 0.8 and HSE FaceRes age/gender
+(BGR, mean [103.939, 116.779, 123.68], std 1). The onnxruntime side reuses train/ref_pipeline.py
+(preprocess, decode, nms, align, load_rgb, pick_size) so its preprocessing is the project's
+numpy reference. Two detector settings, each run on both sides:
+  * fixed-640x480: facegate `--detector-size 640x480`, onnxruntime at 640x480;
+  * per-image-size: facegate's default (the smallest of 256x256, 320x320, 640x480, 480x640
+    that holds the image, `DetectorConfig::size_for`), onnxruntime at `ref.pick_size`, one
+    pinned session per size (all made at start; facegate makes its largest plan at start and
+    the others on first use, which its timed run then includes).
 
-Note: `facegate analyze --json` computes the embedding only with `--embeddings`
-(`Want { embedding: embeddings, .. }` in src/commands.rs), so the comparison runs facegate
-with `--embeddings`; the plain `--json` run (no embedder) is measured too, for information.
+`facegate analyze --json` computes the embedding only with `--embeddings`
+(`Want { embedding: embeddings, .. }` in src/commands.rs), so facegate runs with it, and with
+`--threads 1` (analyze otherwise runs images on all cores) to match onnxruntime's one thread;
+one more facegate run per case with its default thread count is reported beside, for
+information (onnxruntime stays on one thread).
 
 Method (the machine is shared and noisy, so only medians of interleaved runs are quoted):
-  * each round runs: facegate start-up alone (`analyze --json` on a path that does not exist:
-    process start, model parse + optimise + warm-up, then one error line), then facegate on
-    the image list and onnxruntime on the same list, alternating which goes first;
+  * each round runs: facegate start-up alone for each detector setting (`analyze --json` on a
+    path that does not exist: process start, models parsed, optimised and warmed up, one
+    error line), then for every (image set, detector setting) facegate on the list and
+    onnxruntime on the same list, alternating which goes first from round to round;
   * facegate is one process over the whole list; its images/s is
-    n / (wall - median start-up of the same run), and a steady-state rate from the times at
+    n / (wall - median start-up for that setting), and a steady-state rate from the times at
     which its per-image JSON lines arrive (it flushes after each image) is kept as a check;
   * onnxruntime runs in this process with sessions made once (their creation is timed as its
     start-up); per-stage times are summed per run; medians are over rounds.
 
-Usage (from the repository root, release binary built):
+Also: each model's run alone, tract vs onnxruntime, interleaved (tract through the
+`op_profile` bench executable with `--plain`), and onnxruntime's profiler shares per op type.
+
+Usage (from the repository root, release binary and the op_profile bench built):
+  cargo build --release && cargo bench --bench op_profile --no-run
   /work/venv-a/bin/python benches/analyze_vs_onnxruntime.py [--rounds 5] [--n 100] [--seed 0]
 The data folder is read in place (research-only; nothing is copied).
 """
@@ -65,7 +77,6 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-# ------------------------------------------------------------------------------ onnxruntime
 
 def clean_model(path: Path, input_shape=None) -> bytes:
     """The model with initializers removed from the graph inputs (so onnxruntime may
@@ -96,32 +107,38 @@ def session(model, threads=1) -> ort.InferenceSession:
 class OrtPipeline:
     def __init__(self):
         t = time.perf_counter()
-        self.det = session(clean_model(ROOT / "models/centerface.onnx", [1, 3, DET_H, DET_W]))
+        # One detector session per input size, pinned as facegate pins a plan per size; all
+        # made here (facegate makes its largest at start and the others on first use).
+        sizes = {(DET_W, DET_H), *ref.AUTO_SIZES}
+        self.det = {(w, h): session(clean_model(ROOT / "models/centerface.onnx", [1, 3, h, w])) for w, h in sizes}
         self.emb = session(clean_model(ROOT / "models/mobilefacenet.onnx"))
         self.att = session(clean_model(ROOT / "models/faceres.onnx"))
-        self.det_in = self.det.get_inputs()[0].name
+        self.det_in = self.det[(DET_W, DET_H)].get_inputs()[0].name
         self.emb_in = self.emb.get_inputs()[0].name
         self.att_in = self.att.get_inputs()[0].name
         self.att_out = [o.name for o in self.att.get_outputs()]
         # One warm-up each, as facegate does at load.
-        self.det.run(None, {self.det_in: np.full((1, 3, DET_H, DET_W), 0.5, np.float32)})
+        for (w, h), det in self.det.items():
+            det.run(None, {self.det_in: np.full((1, 3, h, w), 0.5, np.float32)})
         self.emb.run(None, {self.emb_in: np.full((1, 112, 112, 3), 0.5, np.float32)})
         self.att.run(None, {self.att_in: np.full((1, 224, 224, 3), 0.5, np.float32)})
         self.startup_s = time.perf_counter() - t
 
-    def analyze(self, path: Path, times: dict) -> list:
-        """Same work as facegate's Pipeline::analyze with embedding and attributes."""
+    def analyze(self, path: Path, times: dict, auto: bool) -> list:
+        """Same work as facegate's Pipeline::analyze with embedding and attributes; the
+        detector at 640x480, or (`auto`) at the size facegate picks for the image."""
         clock = time.perf_counter
         t0 = clock()
         img = ref.load_rgb(path)
         t1 = clock()
-        blob, sx, sy = ref.preprocess(img, (DET_W, DET_H))
+        h, w = img.shape[:2]
+        size = ref.pick_size(w, h) if auto else (DET_W, DET_H)
+        blob, sx, sy = ref.preprocess(img, size)
         blob = blob.astype(np.float32)
         t2 = clock()
-        heat, scale, offset, lms = self.det.run(None, {self.det_in: blob})
+        heat, scale, offset, lms = self.det[size].run(None, {self.det_in: blob})
         t3 = clock()
-        boxes, lm = ref.decode(heat, scale, offset, lms, (DET_H, DET_W), ref.SCORE_THRESHOLD)
-        h, w = img.shape[:2]
+        boxes, lm = ref.decode(heat, scale, offset, lms, (size[1], size[0]), ref.SCORE_THRESHOLD)
         faces = []
         for i in ref.nms(boxes[:, :4], boxes[:, 4], ref.NMS_IOU):
             b = boxes[i, :4].astype(np.float64) / [sx, sy, sx, sy]
@@ -158,20 +175,31 @@ class OrtPipeline:
         return out
 
 
-def run_ort(pipe: OrtPipeline, images: list[Path]) -> dict:
+def run_ort(pipe: OrtPipeline, images: list[Path], auto: bool) -> dict:
     times = dict.fromkeys(STAGES, 0.0)
     results = []
     t = time.perf_counter()
     for p in images:
-        results.append(pipe.analyze(p, times))
+        results.append(pipe.analyze(p, times, auto))
     wall = time.perf_counter() - t
     return {"wall_s": wall, "stages_s": times, "results": results}
 
 
-# --------------------------------------------------------------------------------- facegate
 
-def run_facegate(binary: Path, images: list[Path], embeddings=True) -> dict:
-    cmd = [str(binary), "analyze", "--json"] + (["--embeddings"] if embeddings else [])
+def detector_flags(auto: bool) -> list[str]:
+    return [] if auto else ["--detector-size", f"{DET_W}x{DET_H}"]
+
+
+def thread_flags(binary: Path, threads: int | None) -> list[str]:
+    """`--threads N` where this build has it (analyze runs images on all cores by default)."""
+    if threads is None:
+        return []
+    help_text = subprocess.run([str(binary), "analyze", "--help"], stdout=subprocess.PIPE).stdout
+    return ["--threads", str(threads)] if b"--threads" in help_text else []
+
+
+def run_facegate(binary: Path, images: list[Path], auto: bool, threads: int | None = 1) -> dict:
+    cmd = [str(binary), *detector_flags(auto), "analyze", *thread_flags(binary, threads), "--json", "--embeddings"]
     cmd += [str(p) for p in images]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -190,10 +218,10 @@ def run_facegate(binary: Path, images: list[Path], embeddings=True) -> dict:
     return {"wall_s": wall, "first_line_s": stamps[0], "steady_ips": steady, "results": objs}
 
 
-def facegate_startup(binary: Path) -> float:
+def facegate_startup(binary: Path, auto: bool) -> float:
     """Whole-process start-up of `analyze`: models load, then one missing file is reported."""
     t0 = time.perf_counter()
-    r = subprocess.run([str(binary), "analyze", "--json", "/nonexistent/facegate-bench.jpg"],
+    r = subprocess.run([str(binary), *detector_flags(auto), "analyze", "--json", "/nonexistent/facegate-bench.jpg"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
     if b"error" not in r.stdout:
@@ -201,7 +229,6 @@ def facegate_startup(binary: Path) -> float:
     return wall
 
 
-# ----------------------------------------------------------------------------------- checks
 
 def agreement(fg: list, ox: list) -> dict:
     """Face counts, and for images where both found faces: embedding cosine, age and gender
@@ -248,7 +275,85 @@ def ort_detector_as_shipped(n=8) -> dict:
     return {k: median(v) * 1e3 for k, v in ts.items()} | {"runs_each": n}
 
 
-# ------------------------------------------------------------------------------------- main
+# label (as the op_profile bench prints it) -> (model file, input shape)
+MODEL_SHAPES = {
+    "centerface@640x480": ("centerface", [1, 3, DET_H, DET_W]),
+    "centerface@480x640": ("centerface", [1, 3, 640, 480]),
+    "centerface@256x256": ("centerface", [1, 3, 256, 256]),
+    "mobilefacenet": ("mobilefacenet", [1, 112, 112, 3]),
+    "faceres": ("faceres", [1, 224, 224, 3]),
+}
+
+
+def op_profile_binary():
+    """The newest `op_profile` bench executable (`cargo bench --bench op_profile --no-run`)."""
+    exes = [p for p in (ROOT / "target/release/deps").glob("op_profile-*") if p.suffix == "" and os.access(p, os.X_OK)]
+    return max(exes, key=lambda p: p.stat().st_mtime) if exes else None
+
+
+def models_side_by_side(rounds: int, runs: int = 7) -> dict:
+    """Each model's run alone, tract (the embedded NNEF through the op_profile bench, `--plain`)
+    and onnxruntime (1 thread, cleaned models), interleaved per round; medians over rounds of
+    the per-round medians. Input: constant 0.5 tensors of the pinned shapes."""
+    exe = op_profile_binary()
+    if exe is None:
+        return {"skipped": "build it with `cargo bench --bench op_profile --no-run`"}
+    sessions = {m: session(clean_model(ROOT / f"models/{f}.onnx", shape)) for m, (f, shape) in MODEL_SHAPES.items()}
+    tract, ortt = {m: [] for m in MODEL_SHAPES}, {m: [] for m in MODEL_SHAPES}
+
+    def ort_round():
+        for m, s in sessions.items():
+            x = np.full(MODEL_SHAPES[m][1], 0.5, np.float32)
+            name = s.get_inputs()[0].name
+            s.run(None, {name: x})
+            ts = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                s.run(None, {name: x})
+                ts.append(time.perf_counter() - t)
+            ortt[m].append(1e3 * median(ts))
+
+    def tract_round():
+        out = subprocess.run([str(exe), "--plain", str(runs)], check=True, stdout=subprocess.PIPE).stdout
+        for line in out.decode().splitlines():
+            r = json.loads(line)
+            if r["model"] in tract:
+                tract[r["model"]].append(r["median_ms"])
+
+    for r in range(rounds):
+        for f in ((tract_round, ort_round) if r % 2 == 0 else (ort_round, tract_round)):
+            f()
+    return {m: {"tract_ms": median(tract[m]), "ort_ms": median(ortt[m]),
+                "tract_over_ort": median([a / b for a, b in zip(tract[m], ortt[m])])} for m in MODEL_SHAPES}
+
+
+def ort_op_shares(runs: int = 5) -> dict:
+    """onnxruntime's own profiler: share of kernel time per op type, per model."""
+    import tempfile
+    shares = {}
+    for m, (f, shape) in MODEL_SHAPES.items():
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / f"facegate-ortprof-{m}")
+        s = ort.InferenceSession(clean_model(ROOT / f"models/{f}.onnx", shape), opts, providers=["CPUExecutionProvider"])
+        x = np.full(shape, 0.5, np.float32)
+        for _ in range(runs):
+            s.run(None, {s.get_inputs()[0].name: x})
+        prof = Path(s.end_profiling())
+        agg = {}
+        for e in json.loads(prof.read_text()):
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                op = e["args"].get("op_name", "?")
+                agg[op] = agg.get(op, 0) + e["dur"]
+        prof.unlink()
+        total = sum(agg.values()) or 1
+        shares[m] = {k: v / total for k, v in sorted(agg.items(), key=lambda kv: -kv[1]) if v / total >= 0.005}
+    return shares
+
+
 
 def pick_celeba(n: int, seed: int) -> list[Path]:
     folder = DATA / "celeba-id" / "images"
@@ -256,6 +361,9 @@ def pick_celeba(n: int, seed: int) -> list[Path]:
         raise SystemExit(f"{folder} not found; set FACEGATE_DATA to the shared data folder")
     files = sorted(folder.glob("*.jpg"))
     return sorted(random.Random(seed).sample(files, n))
+
+
+MODES = {"fixed-640x480": False, "per-image-size": True}
 
 
 def main():
@@ -266,7 +374,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples-repeat", type=int, default=5,
                     help="the 4 bundled photos are listed this many times in one run")
-    ap.add_argument("--no-plain", action="store_true", help="skip facegate without --embeddings")
+    ap.add_argument("--no-all-cores", action="store_true",
+                    help="skip the extra facegate run with its default thread count (all cores)")
     ap.add_argument("--out", type=Path, default=ROOT / "benches/results/analyze_vs_onnxruntime.json")
     args = ap.parse_args()
 
@@ -277,70 +386,81 @@ def main():
         "samples": [ROOT / "assets/samples" / f for f in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")]
         * args.samples_repeat,
     }
+    cases = [(name, mode) for name in sets for mode in MODES]
     print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, python {platform.python_version()}",
           file=sys.stderr)
     pipe = OrtPipeline()
     ort_startups = [pipe.startup_s]
 
-    raw = {k: {"facegate": [], "facegate_plain": [], "ort": [], "ort_stages": []} for k in sets}
-    fg_startups = []
+    raw = {c: {"facegate": [], "ort": [], "facegate_all_cores": []} for c in cases}
+    fg_startups = {mode: [] for mode in MODES}
     checks = {}
     for r in range(args.rounds):
-        fg_startups.append(facegate_startup(args.binary))
-        if r > 0:  # a fresh set of sessions now and then, for the start-up median
+        for mode, auto in MODES.items():
+            fg_startups[mode].append(facegate_startup(args.binary, auto))
+        if r > 0:  # a fresh set of sessions each round, for the start-up median
             ort_startups.append(OrtPipeline().startup_s)
-        for name, images in sets.items():
-            order = ("fg", "ort") if r % 2 == 0 else ("ort", "fg")
-            for who in order:
+        for case in cases:
+            name, mode = case
+            auto = MODES[mode]
+            for who in (("fg", "ort") if r % 2 == 0 else ("ort", "fg")):
                 if who == "fg":
-                    fg = run_facegate(args.binary, images)
-                    raw[name]["facegate"].append(fg)
+                    raw[case]["facegate"].append(run_facegate(args.binary, sets[name], auto))
                 else:
-                    ox = run_ort(pipe, images)
-                    raw[name]["ort"].append(ox)
-            if not args.no_plain:
-                raw[name]["facegate_plain"].append(run_facegate(args.binary, images, embeddings=False))
+                    raw[case]["ort"].append(run_ort(pipe, sets[name], auto))
+            if not args.no_all_cores:
+                raw[case]["facegate_all_cores"].append(run_facegate(args.binary, sets[name], auto, threads=None))
             if r == 0:
-                checks[name] = agreement(raw[name]["facegate"][0]["results"], raw[name]["ort"][0]["results"])
-        last = {k: (len(sets[k]) / raw[k]["facegate"][-1]["wall_s"], len(sets[k]) / raw[k]["ort"][-1]["wall_s"])
-                for k in sets}
-        print(f"round {r + 1}/{args.rounds}: start-up {fg_startups[-1]:.3f}s; "
-              + "; ".join(f"{k} fg {a:.2f} ort {b:.2f} img/s (gross)" for k, (a, b) in last.items()),
-              file=sys.stderr)
+                checks[case] = agreement(raw[case]["facegate"][0]["results"], raw[case]["ort"][0]["results"])
+        print(f"round {r + 1}/{args.rounds}: start-up "
+              + ", ".join(f"{m} {v[-1]:.3f}s" for m, v in fg_startups.items()) + "; "
+              + "; ".join(f"{n}/{m} fg {len(sets[n]) / raw[(n, m)]['facegate'][-1]['wall_s']:.2f} "
+                          f"ort {len(sets[n]) / raw[(n, m)]['ort'][-1]['wall_s']:.2f}" for n, m in cases)
+              + " img/s (gross)", file=sys.stderr)
 
-    su = median(fg_startups)
     summary = {}
-    for name, images in sets.items():
-        n = len(images)
-        fg_net = [n / max(x["wall_s"] - su, 1e-9) for x in raw[name]["facegate"]]
-        fg_gross = [n / x["wall_s"] for x in raw[name]["facegate"]]
-        fg_steady = [x["steady_ips"] for x in raw[name]["facegate"]]
-        plain = [n / max(x["wall_s"] - su, 1e-9) for x in raw[name]["facegate_plain"]]
-        ort_ips = [n / x["wall_s"] for x in raw[name]["ort"]]
+    for case in cases:
+        name, mode = case
+        n = len(sets[name])
+        su = median(fg_startups[mode])
+        fg_net = [n / max(x["wall_s"] - su, 1e-9) for x in raw[case]["facegate"]]
+        ort_ips = [n / x["wall_s"] for x in raw[case]["ort"]]
         # Per-round ratio (facegate net / ort) then its median: both measured side by side.
         ratios = [a / b for a, b in zip(fg_net, ort_ips)]
-        stages = {s: median([x["stages_s"][s] for x in raw[name]["ort"]]) for s in STAGES}
+        all_cores = [n / max(x["wall_s"] - su, 1e-9) for x in raw[case]["facegate_all_cores"]]
+        stages = {s: median([x["stages_s"][s] for x in raw[case]["ort"]]) for s in STAGES}
         total = sum(stages.values())
-        summary[name] = {
+        summary[f"{name}/{mode}"] = {
+            "set": name,
+            "detector": mode,
             "images_per_run": n,
-            "faces_per_run": checks[name]["faces_facegate"],
+            "faces_per_run": checks[case]["faces_facegate"],
             "facegate_ips_net_of_startup": median(fg_net),
-            "facegate_ips_gross": median(fg_gross),
-            "facegate_ips_steady_from_line_times": median(fg_steady),
-            "facegate_plain_json_ips_net_of_startup": median(plain) if plain else None,
+            "facegate_ips_gross": median([n / x["wall_s"] for x in raw[case]["facegate"]]),
+            "facegate_ips_steady_from_line_times": median([x["steady_ips"] for x in raw[case]["facegate"]]),
+            "facegate_all_cores_ips_net_of_startup": median(all_cores) if all_cores else None,
             "ort_ips": median(ort_ips),
             "ratio_facegate_over_ort": median(ratios),
             "ratios_per_round": ratios,
             "ort_stage_ms_per_image": {s: 1e3 * v / n for s, v in stages.items()},
             "ort_stage_share": {s: v / total for s, v in stages.items()},
             "runs": {
-                "facegate_wall_s": [x["wall_s"] for x in raw[name]["facegate"]],
-                "facegate_plain_wall_s": [x["wall_s"] for x in raw[name]["facegate_plain"]],
-                "ort_wall_s": [x["wall_s"] for x in raw[name]["ort"]],
+                "facegate_wall_s": [x["wall_s"] for x in raw[case]["facegate"]],
+                "ort_wall_s": [x["wall_s"] for x in raw[case]["ort"]],
+                "facegate_all_cores_wall_s": [x["wall_s"] for x in raw[case]["facegate_all_cores"]],
             },
-            "agreement_round1": checks[name],
+            "agreement_round1": checks[case],
         }
-    det_cmp = ort_detector_as_shipped()
+    def guarded(f, *a):  # a failing side measurement must not lose the rounds above
+        try:
+            return f(*a)
+        except Exception as e:  # noqa: BLE001
+            print(f"{f.__name__} failed: {e!r}", file=sys.stderr)
+            return {"skipped": repr(e)}
+
+    det_cmp = guarded(ort_detector_as_shipped)
+    per_model = guarded(models_side_by_side, args.rounds)
+    op_shares = guarded(ort_op_shares)
     result = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, shared and noisy; {platform.processor() or platform.machine()}",
@@ -350,36 +470,51 @@ def main():
         "onnxruntime": ort.__version__,
         "numpy": np.__version__,
         "threads": "facegate/tract single-threaded; onnxruntime intra_op=1 inter_op=1 sequential; BLAS 1 thread",
-        "facegate_startup_s_median": su,
+        "facegate_startup_s_median": {m: median(v) for m, v in fg_startups.items()},
         "facegate_startup_s_runs": fg_startups,
         "ort_session_startup_s_median": median(ort_startups),
         "ort_session_startup_s_runs": ort_startups,
         "ort_detector_run_ms_shipped_vs_cleaned": det_cmp,
+        "model_run_ms_tract_vs_ort": per_model,
+        "ort_op_type_shares": op_shares,
         "sets": summary,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"\n## facegate analyze vs onnxruntime ({args.rounds} interleaved rounds, medians)\n")
-    print("| set | images (faces) | facegate img/s | facegate img/s, no `--embeddings` | onnxruntime img/s | facegate / ort |")
-    print("|---|---|---|---|---|---|")
-    for name, s in summary.items():
-        pl = s["facegate_plain_json_ips_net_of_startup"]
-        print(f"| {name} | {s['images_per_run']} ({s['faces_per_run']}) | {s['facegate_ips_net_of_startup']:.2f} "
-              f"(gross {s['facegate_ips_gross']:.2f}, steady {s['facegate_ips_steady_from_line_times']:.2f}) | "
-              f"{'-' if pl is None else f'{pl:.2f}'} | {s['ort_ips']:.2f} | {s['ratio_facegate_over_ort']:.2f}× |")
-    print(f"\nfacegate start-up (`analyze` on a missing file, whole process): {1e3 * su:.0f} ms; "
-          f"onnxruntime sessions (3 models, warm-up): {1e3 * median(ort_startups):.0f} ms\n")
+    print("| set | detector input | images (faces) | facegate img/s, 1 thread | onnxruntime img/s, 1 thread "
+          "| facegate / ort | facegate img/s, all cores |")
+    print("|---|---|---|---|---|---|---|")
+    for s in summary.values():
+        ac = s["facegate_all_cores_ips_net_of_startup"]
+        print(f"| {s['set']} | {s['detector']} | {s['images_per_run']} ({s['faces_per_run']}) | "
+              f"{s['facegate_ips_net_of_startup']:.2f} (gross {s['facegate_ips_gross']:.2f}, "
+              f"steady {s['facegate_ips_steady_from_line_times']:.2f}) | {s['ort_ips']:.2f} | "
+              f"{s['ratio_facegate_over_ort']:.2f}× | {'-' if ac is None else f'{ac:.2f}'} |")
+    print("\nfacegate start-up (`analyze` on a missing file, whole process): "
+          + ", ".join(f"{m} {1e3 * median(v):.0f} ms" for m, v in fg_startups.items())
+          + f"; onnxruntime sessions (3 models, {len(pipe.det)} detector sizes, warm-up): "
+          f"{1e3 * median(ort_startups):.0f} ms\n")
     print("### onnxruntime side per stage (ms per image, share)\n")
-    print("| set | " + " | ".join(STAGES) + " |")
-    print("|---|" + "---|" * len(STAGES))
-    for name, s in summary.items():
-        print(f"| {name} | " + " | ".join(
+    print("| set | detector input | " + " | ".join(STAGES) + " |")
+    print("|---|---|" + "---|" * len(STAGES))
+    for s in summary.values():
+        print(f"| {s['set']} | {s['detector']} | " + " | ".join(
             f"{s['ort_stage_ms_per_image'][k]:.1f} ({100 * s['ort_stage_share'][k]:.0f}%)" for k in STAGES) + " |")
-    print(f"\nonnxruntime CenterFace run alone, models/centerface.onnx as shipped vs cleaned: "
-          f"{det_cmp['shipped']:.1f} vs {det_cmp['cleaned']:.1f} ms")
-    for name, c in checks.items():
-        print(f"agreement {name}: {json.dumps(c)}")
+    if "skipped" not in det_cmp:
+        print(f"\nonnxruntime CenterFace 640x480 run alone, models/centerface.onnx as shipped vs cleaned: "
+              f"{det_cmp['shipped']:.1f} vs {det_cmp['cleaned']:.1f} ms")
+    if "skipped" not in per_model:
+        print("\n### Model run alone, tract (embedded NNEF) vs onnxruntime, medians of interleaved rounds\n")
+        print("| model | tract ms | onnxruntime ms | tract / ort |\n|---|---|---|---|")
+        for m, r in per_model.items():
+            print(f"| {m} | {r['tract_ms']:.1f} | {r['ort_ms']:.1f} | {r['tract_over_ort']:.2f}× |")
+    if "skipped" not in op_shares:
+        print("\nonnxruntime kernel time by op type: " + "; ".join(
+            f"{m}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sh.items()) for m, sh in op_shares.items()))
+    for (name, mode), c in checks.items():
+        print(f"agreement {name}/{mode}: {json.dumps(c)}")
     print(f"\nwritten {args.out}", file=sys.stderr)
 
 

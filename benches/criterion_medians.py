@@ -5,7 +5,7 @@
 
 For every benchmark whose group starts with one of the prefixes (all if none): the median of
 the sample (criterion's `median` point estimate, per iteration) with its 95 % interval, and,
-inside a group, the ratio to the group's first benchmark. Standard library only.
+inside a group, the ratio to the group's first benchmark (in the order they ran). Standard library only.
 """
 
 import json
@@ -48,6 +48,7 @@ def main():
         out = Path(args[i + 1])
         del args[i:i + 2]
     rows = [r for r in load() if not args or any(r["group"].startswith(p) for p in args)]
+    rows.sort(key=lambda r: r["mtime"])  # the order the benchmarks ran in
     order = {}
     for r in rows:
         order.setdefault(r["group"], []).append(r)

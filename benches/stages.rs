@@ -6,17 +6,23 @@
 //!   `src/detect.rs` (it is not public; keep the copy in step when that function changes),
 //!   `naive` is the same bilinear maths written per pixel without the column table,
 //!   `image_resize_triangle` is `image::imageops::resize` (Triangle) plus the NCHW copy.
-//! * `detector`: the CenterFace run alone (`Model::run`) and the whole `Detector::detect`
-//!   (letterbox + run + decode + NMS) on the same frame.
+//! * `detector`: the CenterFace run alone at 640×480 (`Model::run`) and the whole
+//!   `Detector::detect` (letterbox + run + decode + NMS) on the same frame, the detector
+//!   configured with the one size 640×480.
 //! * `*/model_run` vs `*/model_run_onnx_route`: each model's run with the plan the binary
 //!   makes (embedded NNEF, `into_optimized`) beside the plan tract-onnx makes from
 //!   `models/<name>.onnx` at run time with the same pinned input, to see whether the NNEF
 //!   round trip costs run time.
+//! * `detector_input_size`: the CenterFace run (embedded NNEF, pinned as the binary pins it) at
+//!   640×480, 480×640 (portrait), 512×384, 320×320, 384×288 and 256×256.
+//! * `detect_256px_photo`: `Detector::detect` on obama.jpg scaled to 205×256 with the default
+//!   per-image size choice (256×256 here) beside the detector fixed at 640×480.
 //! * `align`: the similarity warp to 112 (embedder) and 224 at zoom 0.8 (FaceRes).
 //! * `embedder` / `attributes`: the model run alone, and the public per-face call
 //!   (`Embedder::embed_crop`, `AttributeModel::predict` which includes its alignment).
-//! * `gallery_best_10k`: `Gallery::best` over 10 000 identities × 1 template × 192-d, beside a
-//!   flat single-accumulator loop with top-2 tracking and an 8-accumulator version.
+//! * `gallery_best_10k` / `_100k`: `Gallery::best` over 10 000 and 100 000 identities × 1
+//!   template × 192-d, beside a flat single-accumulator loop with top-2 tracking and an
+//!   8-accumulator version of it.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -24,10 +30,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use facegate::align::{self, Point, Similarity, ARCFACE_112};
 use facegate::analyze::{AttributeModel, Embedder};
-use facegate::detect::Detector;
+use facegate::detect::{Detector, DetectorConfig};
 use facegate::frame::decode_image;
 use facegate::gallery::{Gallery, Identity};
-use facegate::model::{embedded_manifest, Layout, Model};
+use facegate::model::{embedded_manifest, embedded_typed, Layout, Model};
 use image::{Rgb, RgbImage};
 use tract_core::prelude::{tvec, IntoTValue, Tensor};
 
@@ -42,8 +48,6 @@ fn frame_1280x720() -> RgbImage {
     image::imageops::replace(&mut frame, &scaled, ((1280 - w) / 2) as i64, 0);
     frame
 }
-
-// ------------------------------------------------------------------ detector preprocessing
 
 /// Verbatim copy of `src/detect.rs::letterbox` (private there) as of 2026-11-28.
 fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, (f32, f32)) {
@@ -152,17 +156,12 @@ fn letterbox_image_crate(img: &RgbImage, h: usize, w: usize) -> Vec<f32> {
     data
 }
 
-// ----------------------------------------------------------------------------------- align
-
 fn to_crop(landmarks: &[Point; 5], size: usize, zoom: f32) -> Similarity {
     let dst = align::scaled_template(&ARCFACE_112, size, zoom);
     align::similarity_transform(landmarks, &dst).expect("landmarks")
 }
 
-// --------------------------------------------------------------------------------- gallery
-
 const DIM: usize = 192;
-const IDENTITIES: usize = 10_000;
 
 fn unit_vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -217,7 +216,13 @@ fn lanes8_best(flat: &[f32], probe: &[f32]) -> (usize, f32, f32) {
     (best, b1, b2)
 }
 
-/// The runnable plan tract-onnx makes from `models/<name>.onnx` with the build's input shape.
+/// The detector as the binary loads it, pinned to `[height, width]`.
+fn detector_model(hw: [usize; 2]) -> Model {
+    let (manifest, typed) = embedded_typed("centerface").unwrap();
+    Model::from_typed(manifest, typed, Some(hw)).unwrap()
+}
+
+/// The runnable plan tract-onnx makes from `models/<name>.onnx` with the manifest's input shape.
 fn onnx_plan(name: &str) -> std::sync::Arc<tract_onnx::prelude::TypedRunnableModel> {
     use tract_onnx::prelude::*;
     let m = embedded_manifest(name).unwrap();
@@ -238,15 +243,15 @@ fn onnx_plan(name: &str) -> std::sync::Arc<tract_onnx::prelude::TypedRunnableMod
     load().expect("tract-onnx plan")
 }
 
-// ----------------------------------------------------------------------------------- benches
-
 fn stages(c: &mut Criterion) {
     let frame = frame_1280x720();
-    let detector = Detector::new("centerface", None).expect("detector");
-    let [dh, dw] = detector.input_hw();
+    let [dh, dw] = [480usize, 640usize];
+    let manifest = embedded_manifest("centerface").unwrap();
+    let fixed = DetectorConfig { sizes: vec![[dh, dw]], ..DetectorConfig::from_manifest(&manifest) };
+    let detector = Detector::new("centerface", Some(fixed)).expect("detector");
     let faces = detector.detect(&frame).expect("detect");
     let lm = faces.first().expect("a face in the bench frame").landmarks;
-    let det_model = Model::embedded("centerface").expect("centerface");
+    let det_model = detector_model([dh, dw]);
     let embedder = Embedder::new("mobilefacenet").expect("embedder");
     let attributes = AttributeModel::new("faceres").expect("faceres");
 
@@ -257,7 +262,9 @@ fn stages(c: &mut Criterion) {
     g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     g.bench_function("facegate", |b| b.iter(|| letterbox(black_box(&frame), dh, dw)));
     g.bench_function("naive", |b| b.iter(|| letterbox_naive(black_box(&frame), dh, dw)));
-    g.bench_function("image_resize_triangle", |b| b.iter(|| letterbox_image_crate(black_box(&frame), dh, dw)));
+    g.bench_function("image_resize_triangle", |b| {
+        b.iter(|| letterbox_image_crate(black_box(&frame), dh, dw))
+    });
     g.finish();
 
     let det_input = Tensor::from_shape(&det_model.input_shape, &letterbox(&frame, dh, dw).0).unwrap();
@@ -268,9 +275,34 @@ fn stages(c: &mut Criterion) {
     });
     let plan = onnx_plan("centerface");
     g.bench_function("model_run_onnx_route", |b| {
-        b.iter_batched(|| tvec![det_input.clone().into_tvalue()], |t| plan.run(t).unwrap(), BatchSize::PerIteration)
+        b.iter_batched(
+            || tvec![det_input.clone().into_tvalue()],
+            |t| plan.run(t).unwrap(),
+            BatchSize::PerIteration,
+        )
     });
     g.bench_function("detect_1280x720", |b| b.iter(|| detector.detect(black_box(&frame)).unwrap()));
+    g.finish();
+
+    let mut g = c.benchmark_group("detector_input_size");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    for [h, w] in [[480usize, 640usize], [640, 480], [384, 512], [320, 320], [288, 384], [256, 256]] {
+        let model = detector_model([h, w]);
+        let x = Tensor::from_shape(&[1, 3, h, w], &vec![100f32; 3 * h * w]).unwrap();
+        g.bench_function(format!("{w}x{h}"), |b| {
+            b.iter_batched(|| x.clone(), |t| model.run(t).unwrap(), BatchSize::PerIteration)
+        });
+    }
+    g.finish();
+
+    let photo = decode_image(OBAMA).unwrap();
+    let small = image::imageops::resize(&photo, 205, 256, image::imageops::FilterType::Triangle);
+    let auto = Detector::new("centerface", None).expect("detector");
+    assert!(!auto.detect(&small).unwrap().is_empty() && !detector.detect(&small).unwrap().is_empty());
+    let mut g = c.benchmark_group("detect_256px_photo");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.bench_function("fixed_640x480", |b| b.iter(|| detector.detect(black_box(&small)).unwrap()));
+    g.bench_function("per_image_size", |b| b.iter(|| auto.detect(black_box(&small)).unwrap()));
     g.finish();
 
     let mut g = c.benchmark_group("align");
@@ -298,7 +330,11 @@ fn stages(c: &mut Criterion) {
     });
     let plan = onnx_plan("mobilefacenet");
     g.bench_function("model_run_onnx_route", |b| {
-        b.iter_batched(|| tvec![emb_input.clone().into_tvalue()], |t| plan.run(t).unwrap(), BatchSize::PerIteration)
+        b.iter_batched(
+            || tvec![emb_input.clone().into_tvalue()],
+            |t| plan.run(t).unwrap(),
+            BatchSize::PerIteration,
+        )
     });
     g.bench_function("embed_crop", |b| b.iter(|| embedder.embed_crop(black_box(&crop112)).unwrap()));
     g.finish();
@@ -310,37 +346,44 @@ fn stages(c: &mut Criterion) {
     });
     let plan = onnx_plan("faceres");
     g.bench_function("model_run_onnx_route", |b| {
-        b.iter_batched(|| tvec![att_input.clone().into_tvalue()], |t| plan.run(t).unwrap(), BatchSize::PerIteration)
+        b.iter_batched(
+            || tvec![att_input.clone().into_tvalue()],
+            |t| plan.run(t).unwrap(),
+            BatchSize::PerIteration,
+        )
     });
-    g.bench_function("predict_with_align", |b| b.iter(|| attributes.predict(black_box(&frame), &lm).unwrap()));
+    g.bench_function("predict_with_align", |b| {
+        b.iter(|| attributes.predict(black_box(&frame), &lm).unwrap())
+    });
     g.finish();
 
-    let vectors = unit_vectors(IDENTITIES, 7);
-    let mut gallery = Gallery::new(DIM, [0; 32]);
-    gallery.identities = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Identity { name: format!("id{i:05}"), templates: vec![v.clone()] })
-        .collect();
-    let flat: Vec<f32> = vectors.concat();
-    let probe = {
+    for identities in [10_000usize, 100_000] {
+        let vectors = unit_vectors(identities, 7);
+        let mut gallery = Gallery::new(DIM, [0; 32]);
+        gallery.identities = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Identity { name: format!("id{i:06}"), templates: vec![v.clone()] })
+            .collect();
+        let flat: Vec<f32> = vectors.concat();
         // Near identity 4321, so the best match is known.
-        let mut p: Vec<f32> = vectors[4321].iter().zip(&unit_vectors(1, 99)[0]).map(|(a, b)| a + 0.3 * b).collect();
-        let n = p.iter().map(|x| x * x).sum::<f32>().sqrt();
-        p.iter_mut().for_each(|x| *x /= n);
-        p
-    };
-    let m = gallery.best(&probe).unwrap().unwrap();
-    assert_eq!(m.identity, "id04321");
-    assert_eq!(naive_best(&flat, &probe).0, 4321);
-    assert_eq!(lanes8_best(&flat, &probe).0, 4321);
+        let mut probe: Vec<f32> =
+            vectors[4321].iter().zip(&unit_vectors(1, 99)[0]).map(|(a, b)| a + 0.3 * b).collect();
+        let n = probe.iter().map(|x| x * x).sum::<f32>().sqrt();
+        probe.iter_mut().for_each(|x| *x /= n);
+        assert_eq!(gallery.best(&probe).unwrap().unwrap().identity, "id004321");
+        assert_eq!(naive_best(&flat, &probe).0, 4321);
+        assert_eq!(lanes8_best(&flat, &probe).0, 4321);
 
-    let mut g = c.benchmark_group("gallery_best_10k");
-    g.sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    g.bench_function("Gallery::best", |b| b.iter(|| gallery.best(black_box(&probe)).unwrap()));
-    g.bench_function("flat_naive_1acc", |b| b.iter(|| naive_best(black_box(&flat), black_box(&probe))));
-    g.bench_function("flat_8acc", |b| b.iter(|| lanes8_best(black_box(&flat), black_box(&probe))));
-    g.finish();
+        let mut g = c.benchmark_group(format!("gallery_best_{}k", identities / 1000));
+        g.sample_size(if identities > 10_000 { 10 } else { 30 })
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        g.bench_function("Gallery::best", |b| b.iter(|| gallery.best(black_box(&probe)).unwrap()));
+        g.bench_function("flat_naive_1acc", |b| b.iter(|| naive_best(black_box(&flat), black_box(&probe))));
+        g.bench_function("flat_8acc", |b| b.iter(|| lanes8_best(black_box(&flat), black_box(&probe))));
+        g.finish();
+    }
 }
 
 criterion_group!(benches, stages);

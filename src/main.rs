@@ -17,7 +17,7 @@ struct Cli {
     #[arg(long, global = true)]
     threshold: Option<f32>,
     /// Run the detector at this one input size, WIDTHxHEIGHT in multiples of 32, instead of
-    /// choosing per image among 256x256, 320x320, 640x480 and 480x640.
+    /// choosing per image among 256x256, 320x320, 640x480 and 512x512.
     #[arg(long, global = true, value_parser = parse_size)]
     detector_size: Option<[usize; 2]>,
     /// Images analysed at once by `analyze` [default: the number of CPU cores].

@@ -168,7 +168,7 @@ def run_detector(blob_u8: np.ndarray, model_path=None):
 
 
 # Candidate detector sizes (W, H), as facegate's detect::DEFAULT_SIZES.
-AUTO_SIZES = [(256, 256), (320, 320), (640, 480), (480, 640)]
+AUTO_SIZES = [(256, 256), (320, 320), (640, 480), (512, 512)]
 
 
 def pick_size(w: int, h: int, sizes=AUTO_SIZES):
