@@ -397,7 +397,8 @@ mod tests {
         assert_eq!(c.size_for(256, 215), [256, 256]);
         assert_eq!(c.size_for(100, 40), [256, 256]);
         assert_eq!(c.size_for(300, 320), [320, 320]);
-        assert_eq!(c.size_for(400, 300), [480, 640]);
+        assert_eq!(c.size_for(400, 300), [512, 512]);
+        assert_eq!(c.size_for(640, 480), [480, 640]);
         assert_eq!(c.size_for(300, 400), [512, 512]);
         // Too large for all: the size that shrinks it least.
         assert_eq!(c.size_for(1920, 1080), [480, 640]);
