@@ -105,14 +105,16 @@ def session(model, threads=1) -> ort.InferenceSession:
 
 
 class OrtPipeline:
-    def __init__(self):
+    def __init__(self, threads=1):
         t = time.perf_counter()
         # One detector session per input size, pinned as facegate pins a plan per size; all
         # made here (facegate makes its largest at start and the others on first use).
         sizes = {(DET_W, DET_H), *ref.AUTO_SIZES}
-        self.det = {(w, h): session(clean_model(ROOT / "models/centerface.onnx", [1, 3, h, w])) for w, h in sizes}
-        self.emb = session(clean_model(ROOT / "models/mobilefacenet.onnx"))
-        self.att = session(clean_model(ROOT / "models/faceres.onnx"))
+        # threads=0: onnxruntime's default, one intra-op thread per physical core.
+        self.det = {(w, h): session(clean_model(ROOT / "models/centerface.onnx", [1, 3, h, w]), threads)
+                    for w, h in sizes}
+        self.emb = session(clean_model(ROOT / "models/mobilefacenet.onnx"), threads)
+        self.att = session(clean_model(ROOT / "models/faceres.onnx"), threads)
         self.det_in = self.det[(DET_W, DET_H)].get_inputs()[0].name
         self.emb_in = self.emb.get_inputs()[0].name
         self.att_in = self.att.get_inputs()[0].name
@@ -390,9 +392,10 @@ def main():
     print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, python {platform.python_version()}",
           file=sys.stderr)
     pipe = OrtPipeline()
+    pipe_all = None if args.no_all_cores else OrtPipeline(threads=0)
     ort_startups = [pipe.startup_s]
 
-    raw = {c: {"facegate": [], "ort": [], "facegate_all_cores": []} for c in cases}
+    raw = {c: {"facegate": [], "ort": [], "facegate_all_cores": [], "ort_all_cores": []} for c in cases}
     fg_startups = {mode: [] for mode in MODES}
     checks = {}
     for r in range(args.rounds):
@@ -409,7 +412,13 @@ def main():
                 else:
                     raw[case]["ort"].append(run_ort(pipe, sets[name], auto))
             if not args.no_all_cores:
-                raw[case]["facegate_all_cores"].append(run_facegate(args.binary, sets[name], auto, threads=None))
+                # Both at their defaults: facegate one image per core, onnxruntime all cores
+                # inside each model run; order alternated like the 1-thread pair.
+                for who in (("fg", "ort") if r % 2 == 0 else ("ort", "fg")):
+                    if who == "fg":
+                        raw[case]["facegate_all_cores"].append(run_facegate(args.binary, sets[name], auto, threads=None))
+                    else:
+                        raw[case]["ort_all_cores"].append(run_ort(pipe_all, sets[name], auto))
             if r == 0:
                 checks[case] = agreement(raw[case]["facegate"][0]["results"], raw[case]["ort"][0]["results"])
         print(f"round {r + 1}/{args.rounds}: start-up "
@@ -439,6 +448,10 @@ def main():
             "facegate_ips_gross": median([n / x["wall_s"] for x in raw[case]["facegate"]]),
             "facegate_ips_steady_from_line_times": median([x["steady_ips"] for x in raw[case]["facegate"]]),
             "facegate_all_cores_ips_net_of_startup": median(all_cores) if all_cores else None,
+            "ort_all_cores_ips": median([n / x["wall_s"] for x in raw[case]["ort_all_cores"]])
+            if raw[case]["ort_all_cores"] else None,
+            "ratio_all_cores": median([a / (n / b["wall_s"]) for a, b in zip(all_cores, raw[case]["ort_all_cores"])])
+            if raw[case]["ort_all_cores"] else None,
             "ort_ips": median(ort_ips),
             "ratio_facegate_over_ort": median(ratios),
             "ratios_per_round": ratios,
@@ -484,14 +497,18 @@ def main():
 
     print(f"\n## facegate analyze vs onnxruntime ({args.rounds} interleaved rounds, medians)\n")
     print("| set | detector input | images (faces) | facegate img/s, 1 thread | onnxruntime img/s, 1 thread "
-          "| facegate / ort | facegate img/s, all cores |")
-    print("|---|---|---|---|---|---|---|")
+          "| facegate / ort | facegate img/s, all cores | onnxruntime img/s, all cores | facegate / ort, all cores |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    def fmt(v, unit=""):
+        return "-" if v is None else f"{v:.2f}{unit}"
+
     for s in summary.values():
         ac = s["facegate_all_cores_ips_net_of_startup"]
         print(f"| {s['set']} | {s['detector']} | {s['images_per_run']} ({s['faces_per_run']}) | "
               f"{s['facegate_ips_net_of_startup']:.2f} (gross {s['facegate_ips_gross']:.2f}, "
               f"steady {s['facegate_ips_steady_from_line_times']:.2f}) | {s['ort_ips']:.2f} | "
-              f"{s['ratio_facegate_over_ort']:.2f}× | {'-' if ac is None else f'{ac:.2f}'} |")
+              f"{s['ratio_facegate_over_ort']:.2f}× | {fmt(ac)} | {fmt(s['ort_all_cores_ips'])} | "
+              f"{fmt(s['ratio_all_cores'], '×')} |")
     print("\nfacegate start-up (`analyze` on a missing file, whole process): "
           + ", ".join(f"{m} {1e3 * median(v):.0f} ms" for m, v in fg_startups.items())
           + f"; onnxruntime sessions (3 models, {len(pipe.det)} detector sizes, warm-up): "

@@ -2,8 +2,7 @@
 //!
 //! `cargo bench --bench stages` (about two minutes on 2 cores). Groups:
 //! * `detector_preprocess_1280x720`: resize + letterbox of a 1280×720 frame into the 640×480
-//!   NCHW detector input. `facegate` is a verbatim copy of the private `letterbox` in
-//!   `src/detect.rs` (it is not public; keep the copy in step when that function changes),
+//!   NCHW detector input. `facegate` is `detect::letterbox`, the code `Detector::detect` runs;
 //!   `naive` is the same bilinear maths written per pixel without the column table,
 //!   `image_resize_triangle` is `image::imageops::resize` (Triangle) plus the NCHW copy.
 //! * `detector`: the CenterFace run alone at 640×480 (`Model::run`) and the whole
@@ -49,69 +48,9 @@ fn frame_1280x720() -> RgbImage {
     frame
 }
 
-/// Verbatim copy of `src/detect.rs::letterbox` (private there) as of 2026-11-28.
-fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, (f32, f32)) {
-    let (iw, ih) = (img.width() as usize, img.height() as usize);
-    let scale = (w as f32 / iw as f32).min(h as f32 / ih as f32);
-    let ow = ((iw as f32 * scale).round() as usize).clamp(1, w);
-    let oh = ((ih as f32 * scale).round() as usize).clamp(1, h);
-    let k = if scale < 0.5 { (1.0 / scale).floor() as usize } else { 1 };
-    let (src, sw, sh) = if k > 1 { box_reduce(img, k) } else { (img.as_raw().to_vec(), iw, ih) };
-    let (step_x, step_y) = (iw as f32 / k as f32 / ow as f32, ih as f32 / k as f32 / oh as f32);
-    let plane = h * w;
-    let mut data = vec![0f32; 3 * plane];
-    let xs: Vec<(usize, usize, f32)> = (0..ow)
-        .map(|x| {
-            let sx = ((x as f32 + 0.5) * step_x - 0.5).clamp(0.0, (sw - 1) as f32);
-            let x0 = sx.floor() as usize;
-            (x0, (x0 + 1).min(sw - 1), sx - x0 as f32)
-        })
-        .collect();
-    for y in 0..oh {
-        let sy = ((y as f32 + 0.5) * step_y - 0.5).clamp(0.0, (sh - 1) as f32);
-        let y0 = sy.floor() as usize;
-        let y1 = (y0 + 1).min(sh - 1);
-        let ay = sy - y0 as f32;
-        let (r0, r1) = (&src[y0 * sw * 3..(y0 + 1) * sw * 3], &src[y1 * sw * 3..(y1 + 1) * sw * 3]);
-        for (x, &(x0, x1, ax)) in xs.iter().enumerate() {
-            for c in 0..3 {
-                let top = r0[x0 * 3 + c] as f32 * (1.0 - ax) + r0[x1 * 3 + c] as f32 * ax;
-                let bot = r1[x0 * 3 + c] as f32 * (1.0 - ax) + r1[x1 * 3 + c] as f32 * ax;
-                data[c * plane + y * w + x] = (top * (1.0 - ay) + bot * ay).round();
-            }
-        }
-    }
-    (data, (ow as f32 / iw as f32, oh as f32 / ih as f32))
-}
-
-/// Verbatim copy of `src/detect.rs::box_reduce`.
-fn box_reduce(img: &RgbImage, k: usize) -> (Vec<u8>, usize, usize) {
-    let (iw, ih) = (img.width() as usize, img.height() as usize);
-    let (sw, sh) = (iw.div_ceil(k), ih.div_ceil(k));
-    let src = img.as_raw();
-    let mut out = vec![0u8; sw * sh * 3];
-    let mut acc = vec![0u32; sw * 3];
-    let mut counts = vec![0u32; sw];
-    for by in 0..sh {
-        acc.iter_mut().for_each(|a| *a = 0);
-        counts.iter_mut().for_each(|a| *a = 0);
-        for y in by * k..((by + 1) * k).min(ih) {
-            let row = &src[y * iw * 3..(y + 1) * iw * 3];
-            for x in 0..iw {
-                let bx = x / k;
-                counts[bx] += 1;
-                for c in 0..3 {
-                    acc[bx * 3 + c] += row[x * 3 + c] as u32;
-                }
-            }
-        }
-        for bx in 0..sw {
-            for c in 0..3 {
-                out[(by * sw + bx) * 3 + c] = (acc[bx * 3 + c] / counts[bx].max(1)) as u8;
-            }
-        }
-    }
-    (out, sw, sh)
+/// The detector's letterbox, as `Detector::detect` runs it.
+fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, facegate::detect::Letterbox) {
+    facegate::detect::letterbox(img, h, w)
 }
 
 /// The same bilinear letterbox written the obvious way: source coordinates recomputed per

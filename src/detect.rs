@@ -91,15 +91,15 @@ pub fn nms(mut candidates: Vec<Detection>, iou: f32) -> Detections {
 
 /// How a frame was resized into the detector input: `input = frame · (sx, sy)`.
 #[derive(Clone, Copy, Debug)]
-struct Letterbox {
-    sx: f32,
-    sy: f32,
+pub struct Letterbox {
+    pub sx: f32,
+    pub sy: f32,
 }
 
 /// Writes `img` resized (aspect kept, bilinear, half-pixel centres) into the top-left of a
 /// zeroed NCHW `[1,3,h,w]` buffer, rounding to whole pixel values as the reference does.
 /// Reductions beyond 2× first average `k×k` blocks so bilinear sampling does not alias.
-fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, Letterbox) {
+pub fn letterbox(img: &RgbImage, h: usize, w: usize) -> (Vec<f32>, Letterbox) {
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     let scale = (w as f32 / iw as f32).min(h as f32 / ih as f32);
     let ow = ((iw as f32 * scale).round() as usize).clamp(1, w);

@@ -123,6 +123,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     let mut config = PipelineConfig::default();
+    // Age and gender are only drawn or printed by these; the others skip loading the model.
+    if !matches!(cli.command, Command::Analyze { .. } | Command::Annotate { .. } | Command::Demo { .. }) {
+        config.attributes = None;
+    }
     if let Some(size) = cli.detector_size {
         let manifest = facegate::model::embedded_manifest(&config.detector)?;
         let mut detector = DetectorConfig::from_manifest(&manifest);
