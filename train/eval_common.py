@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from fetch_sources import sha256_file
+
 ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = ROOT / "train" / "out" / "eval"
 
@@ -83,15 +85,6 @@ def run_analyze(binary: str, data: Path, images: list[str], embeddings: bool, ra
     print(f"  analyze: {len(images)} images in {wall:.0f} s ({len(images) / wall:.1f} img/s); "
           f"raw output {raw}", file=sys.stderr)
     return out, info
-
-
-def sha256_file(path: str) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for b in iter(lambda: fh.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def largest_face(d: dict) -> dict | None:
