@@ -10,7 +10,7 @@
 //! instead prints one JSON line per model with the median of N plain runs (no per-node hook);
 //! `benches/analyze_vs_onnxruntime.py` uses that to time tract beside onnxruntime per model.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tract_core::internal::*;
@@ -26,15 +26,6 @@ const CASES: [(&str, &str, Option<[usize; 2]>); 5] = [
     ("mobilefacenet", "mobilefacenet", None),
     ("faceres", "faceres", None),
 ];
-
-fn nnef_bytes(name: &str) -> &'static [u8] {
-    match name {
-        "centerface" => include_bytes!(concat!(env!("OUT_DIR"), "/centerface.nnef.tar")),
-        "mobilefacenet" => include_bytes!(concat!(env!("OUT_DIR"), "/mobilefacenet.nnef.tar")),
-        "faceres" => include_bytes!(concat!(env!("OUT_DIR"), "/faceres.nnef.tar")),
-        _ => unreachable!(),
-    }
-}
 
 /// A short label for a node's op: the op name, with depthwise convolutions told apart.
 fn op_label(node: &TypedNode) -> String {
@@ -53,16 +44,9 @@ fn main() -> TractResult<()> {
         args.iter().position(|a| a == "--plain").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok());
     let nnef = tract_nnef::nnef();
     for (label, name, hw) in CASES {
-        let mut model = nnef.model_for_read(&mut &nnef_bytes(name)[..])?;
-        if let Some([h, w]) = hw {
-            // As `Model::from_typed`: the detector is stored with sides 32·h × 32·w.
-            let mut subs = HashMap::new();
-            for (sym, v) in [("h", h / 32), ("w", w / 32)] {
-                if let Some(s) = model.symbols.get(sym) {
-                    subs.insert(s, TDim::from(v as i64));
-                }
-            }
-            model = model.set_symbols(&subs)?;
+        let mut model = nnef.model_for_read(&mut &facegate::model::embedded_nnef(name)?[..])?;
+        if let Some(hw) = hw {
+            model = facegate::model::pin_input_size(model, hw)?;
         }
         let model = model.into_optimized()?;
         let shape: Vec<usize> = model

@@ -19,7 +19,6 @@
 //!
 //! `cargo bench --bench startup` (about two minutes on 2 cores).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,31 +53,13 @@ fn onnx_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(m.file)
 }
 
-fn embedded_nnef(name: &str) -> &'static [u8] {
-    match name {
-        "centerface" => include_bytes!(concat!(env!("OUT_DIR"), "/centerface.nnef.tar")),
-        "mobilefacenet" => include_bytes!(concat!(env!("OUT_DIR"), "/mobilefacenet.nnef.tar")),
-        "faceres" => include_bytes!(concat!(env!("OUT_DIR"), "/faceres.nnef.tar")),
-        _ => unreachable!(),
-    }
-}
-
 fn nnef_no_warmup(
     nnef: &tract_nnef::framework::Nnef,
     bytes: &[u8],
 ) -> TractResult<std::sync::Arc<TypedRunnableModel>> {
-    let mut typed = nnef.model_for_read(&mut &bytes[..])?;
-    // As `Model::from_typed`: the detector's sides are 32·h × 32·w.
-    let mut subs = HashMap::new();
-    for (sym, v) in [("h", DETECTOR_HW[0] / 32), ("w", DETECTOR_HW[1] / 32)] {
-        if let Some(s) = typed.symbols.get(sym) {
-            subs.insert(s, TDim::from(v as i64));
-        }
-    }
-    if !subs.is_empty() {
-        typed = typed.set_symbols(&subs)?;
-    }
-    typed.into_optimized()?.into_runnable()
+    let typed = nnef.model_for_read(&mut &bytes[..])?;
+    // As `Model::from_typed`; networks without the size symbols come back unchanged.
+    facegate::model::pin_input_size(typed, DETECTOR_HW)?.into_optimized()?.into_runnable()
 }
 
 fn onnx_no_warmup(
@@ -126,7 +107,7 @@ fn startup(c: &mut Criterion) {
         g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
         g.bench_function("nnef_embedded", |b| b.iter(|| load_embedded(name)));
         g.bench_function("onnx_runtime_load", |b| b.iter(|| load_onnx(&onnx, path, shape).unwrap()));
-        let bytes = embedded_nnef(name);
+        let bytes = facegate::model::embedded_nnef(name).unwrap();
         g.bench_function("nnef_no_warmup", |b| b.iter(|| nnef_no_warmup(&nnef, bytes).unwrap()));
         g.bench_function("onnx_no_warmup", |b| b.iter(|| onnx_no_warmup(&onnx, path, shape).unwrap()));
         g.finish();

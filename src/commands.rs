@@ -396,8 +396,16 @@ pub fn gallery_remove(ctx: &Context, gallery_path: &Path, name: &str, out: &mut 
     Ok(Outcome::Ok)
 }
 
-/// Draws every face of `img` with its label; with a gallery, the label names the person.
-pub fn annotate_image(ctx: &Context, img: &RgbImage, gallery: Option<&Gallery>) -> Result<(RgbImage, Vec<String>)> {
+/// One face as drawn: its label and, with a gallery, the decision behind it.
+pub struct Drawn {
+    pub label: String,
+    pub identity: Option<String>,
+    pub best: Option<Match>,
+}
+
+/// Draws every face of `img` (largest first) with its label; with a gallery, the label names
+/// the person.
+pub fn annotate_image(ctx: &Context, img: &RgbImage, gallery: Option<&Gallery>) -> Result<(RgbImage, Vec<Drawn>)> {
     let want = Want { embedding: gallery.is_some(), attributes: true };
     let faces = ctx.pipeline.analyze(img, want)?;
     let mut canvas = img.clone();
@@ -406,12 +414,13 @@ pub fn annotate_image(ctx: &Context, img: &RgbImage, gallery: Option<&Gallery>) 
         let a = &face.analysis;
         let mut label = String::new();
         let mut colour = [255, 220, 0];
+        let (mut identity, mut best) = (None, None);
         if let (Some(g), Some(e)) = (gallery, a.embedding.as_deref()) {
-            let (identity, best) = decide(g.best(e)?, ctx.threshold);
-            match identity {
+            (identity, best) = decide(g.best(e)?, ctx.threshold);
+            match &identity {
                 Some(name) => {
                     colour = [0, 230, 0];
-                    label.push_str(&format!("{name} {:.2} ", best.map_or(0.0, |m| m.similarity)));
+                    label.push_str(&format!("{name} {:.2} ", best.as_ref().map_or(0.0, |m| m.similarity)));
                 }
                 None => {
                     colour = [255, 40, 40];
@@ -428,7 +437,7 @@ pub fn annotate_image(ctx: &Context, img: &RgbImage, gallery: Option<&Gallery>) 
         }
         let label = label.trim().to_string();
         annotate::draw_face(&mut canvas, &face.detection.bbox, &face.detection.landmarks, &label, colour);
-        labels.push(label);
+        labels.push(Drawn { label, identity, best });
     }
     Ok((canvas, labels))
 }
@@ -499,19 +508,18 @@ pub fn demo(ctx: &Context, output: &Path, out: &mut dyn Write) -> Result<Outcome
         let mut ok = true;
         for ((name, bytes), expected) in [(samples::KNOWN_PROBE, Some("obama")), (samples::UNKNOWN_PROBE, None)] {
             let img = decode_image(bytes)?;
-            let (canvas, labels) = annotate_image(ctx, &img, Some(&gallery))?;
-            let face = pick_face(ctx, &img, FacePick::Largest, want)?;
-            let e = face.analysis.embedding.as_deref().context("no embedding")?;
-            let (identity, best) = decide(gallery.best(e)?, ctx.threshold);
-            let sim = best.map_or(f32::NAN, |m| m.similarity);
+            let (canvas, faces) = annotate_image(ctx, &img, Some(&gallery))?;
+            let largest = faces.first().with_context(|| format!("{name}: no face found"))?;
+            let sim = largest.best.as_ref().map_or(f32::NAN, |m| m.similarity);
+            let labels: Vec<&str> = faces.iter().map(|f| f.label.as_str()).collect();
             writeln!(
                 out,
                 "{name}: {} (similarity to obama {sim:.3}, threshold {:.3}); drawn: {}",
-                identity.as_deref().unwrap_or("unknown"),
+                largest.identity.as_deref().unwrap_or("unknown"),
                 ctx.threshold,
                 labels.join(", ")
             )?;
-            ok &= identity.as_deref() == expected;
+            ok &= largest.identity.as_deref() == expected;
             drawn.push(canvas);
         }
         side_by_side(&drawn, 480).save(output).with_context(|| format!("writing {}", output.display()))?;

@@ -227,6 +227,11 @@ impl Gallery {
         self.identities.len() != before
     }
 
+    /// An identity's score for `probe`: the cosine similarity of its best template.
+    fn identity_score(id: &Identity, probe: &[f32]) -> Option<f32> {
+        id.templates.iter().map(|t| cosine(t, probe)).max_by(f32::total_cmp)
+    }
+
     /// Every identity's score for `probe` (its best template), best first.
     pub fn scores(&self, probe: &[f32]) -> Result<Vec<(usize, f32)>, GalleryError> {
         self.check_embedding(probe)?;
@@ -234,9 +239,7 @@ impl Gallery {
             .identities
             .iter()
             .enumerate()
-            .filter_map(|(i, id)| {
-                id.templates.iter().map(|t| cosine(t, probe)).max_by(f32::total_cmp).map(|b| (i, b))
-            })
+            .filter_map(|(i, id)| Gallery::identity_score(id, probe).map(|b| (i, b)))
             .collect();
         s.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(s)
@@ -259,7 +262,7 @@ impl Gallery {
             .identities
             .iter()
             .find(|i| i.name == name)
-            .and_then(|id| id.templates.iter().map(|t| cosine(t, probe)).max_by(f32::total_cmp)))
+            .and_then(|id| Gallery::identity_score(id, probe)))
     }
 }
 

@@ -155,6 +155,31 @@ thread_local! {
     static NNEF: tract_nnef::framework::Nnef = tract_nnef::nnef();
 }
 
+/// The embedded NNEF bytes of model `name`, as `build.rs` wrote them.
+pub fn embedded_nnef(name: &str) -> Result<&'static [u8], ModelError> {
+    Ok(find(name)?.nnef)
+}
+
+/// Pins a symbolic-size network (`[1, 3, 32·h, 32·w]`, as `build.rs` stores the detector) to
+/// `[height, width]`, both non-zero multiples of 32. A network without those symbols is
+/// returned unchanged.
+pub fn pin_input_size(typed: TypedModel, [h, w]: [usize; 2]) -> anyhow::Result<TypedModel> {
+    if h == 0 || w == 0 || h % 32 != 0 || w % 32 != 0 {
+        return Err(ModelError::Contract {
+            model: typed.name().unwrap_or("?").to_string(),
+            detail: format!("input {w}x{h} must be a non-zero multiple of 32 on each side"),
+        }
+        .into());
+    }
+    let mut subs = HashMap::new();
+    for (sym, v) in [("h", h / 32), ("w", w / 32)] {
+        if let Some(s) = typed.symbols.get(sym) {
+            subs.insert(s, TDim::from(v as i64));
+        }
+    }
+    typed.set_symbols(&subs)
+}
+
 /// The embedded model's manifest and its network as stored, before pinning and optimising.
 pub fn embedded_typed(name: &str) -> Result<(Manifest, TypedModel), ModelError> {
     let em = find(name)?;
@@ -210,20 +235,12 @@ impl Model {
         manifest.validate()?;
         let name = manifest.name.clone();
         let rt = |source: anyhow::Error| ModelError::Runtime { model: name.clone(), source };
-        if let Some([h, w]) = input_hw {
-            if h == 0 || w == 0 || h % 32 != 0 || w % 32 != 0 {
-                return Err(ModelError::Contract {
-                    model: name.clone(),
-                    detail: format!("input {w}x{h} must be a non-zero multiple of 32 on each side"),
-                });
-            }
-            let mut subs = HashMap::new();
-            for (sym, v) in [("h", h / 32), ("w", w / 32)] {
-                if let Some(s) = typed.symbols.get(sym) {
-                    subs.insert(s, TDim::from(v as i64));
-                }
-            }
-            typed = typed.set_symbols(&subs).map_err(rt)?;
+        if let Some(hw) = input_hw {
+            typed = pin_input_size(typed, hw).map_err(|e| match e.downcast::<ModelError>() {
+                Ok(ModelError::Contract { detail, .. }) => ModelError::Contract { model: name.clone(), detail },
+                Ok(other) => other,
+                Err(e) => rt(e),
+            })?;
         }
         let fact = typed.input_fact(0).map_err(rt)?;
         let input_shape: Vec<usize> = fact
