@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::annotate;
 use crate::error::exit;
 use crate::frame::read_image;
-use crate::gallery::{Gallery, Match};
+use crate::gallery::{Dtype, Gallery, GalleryError, GalleryWriter, Match, ModelKey, Person};
 use crate::model;
 use crate::pipeline::{Face, Pipeline, PipelineConfig, Want};
 
@@ -60,8 +60,13 @@ impl Context {
         Ok(Context { pipeline, fingerprint, threshold, threads })
     }
 
+    /// What binds a gallery to this context's embedder.
+    pub fn key(&self) -> ModelKey {
+        ModelKey { dim: self.pipeline.embedder.dim(), fingerprint: self.fingerprint }
+    }
+
     pub fn open_gallery(&self, path: &Path) -> Result<Gallery> {
-        Ok(Gallery::open(path, self.pipeline.embedder.dim(), self.fingerprint)?)
+        Ok(Gallery::open(path, self.key())?)
     }
 }
 
@@ -241,7 +246,7 @@ pub enum FacePick {
 }
 
 /// The one face of `img` to use, or an error saying why there is none.
-fn pick_face(ctx: &Context, img: &RgbImage, pick: FacePick, want: Want) -> Result<Face> {
+pub fn pick_face(ctx: &Context, img: &RgbImage, pick: FacePick, want: Want) -> Result<Face> {
     let mut faces = ctx.pipeline.analyze(img, want)?;
     match (faces.len(), pick) {
         (0, _) => bail!("no face found"),
@@ -252,6 +257,60 @@ fn pick_face(ctx: &Context, img: &RgbImage, pick: FacePick, want: Want) -> Resul
     }
 }
 
+/// How `enroll` treats the gallery.
+#[derive(Clone, Copy, Debug)]
+pub struct EnrolOptions {
+    pub pick: FacePick,
+    /// Enrol even when a face looks like an identity enrolled under another name.
+    pub force: bool,
+    /// Template type of a gallery that enrolment creates.
+    pub dtype: Dtype,
+}
+
+/// The enrolled identity, other than `name`, that one of `embeddings` matches at or above the
+/// threshold: enrolling it under `name` would make one person two identities.
+fn near_duplicate(ctx: &Context, g: &Gallery, name: &str, embeddings: &[Vec<f32>]) -> Result<Option<Match>> {
+    let mut worst: Option<Match> = None;
+    for e in embeddings {
+        for hit in g.search(e, 2)? {
+            let other = g.name(hit.id).unwrap_or_default();
+            if other != name && hit.similarity >= ctx.threshold && worst.as_ref().is_none_or(|w| hit.similarity > w.similarity) {
+                worst = Some(Match { identity: other.to_string(), similarity: hit.similarity, margin: 0.0 });
+            }
+        }
+    }
+    Ok(worst)
+}
+
+/// Adds `embeddings` to `name` (a new identity, or more templates for an enrolled one) in one
+/// commit, after the near-duplicate check. Returns the identity's template count.
+pub fn enrol_embeddings(
+    ctx: &Context,
+    writer: &mut GalleryWriter,
+    name: &str,
+    embeddings: Vec<Vec<f32>>,
+    force: bool,
+) -> Result<usize> {
+    if !force {
+        if let Some(m) = near_duplicate(ctx, writer.gallery(), name, &embeddings)? {
+            bail!(
+                "{name:?} looks like the enrolled {:?} (similarity {:.3}, threshold {:.3}); not enrolled. Use --force if they are different people",
+                m.identity,
+                m.similarity,
+                ctx.threshold
+            );
+        }
+    }
+    match writer.gallery().find(name) {
+        Some(_) => writer.add_templates(name, &embeddings)?,
+        None => {
+            writer.enrol(&[Person { name: name.to_string(), templates: embeddings }])?;
+        }
+    }
+    let g = writer.gallery();
+    Ok(g.find(name).and_then(|id| g.identities().find(|i| i.id == id)).map_or(0, |i| i.templates as usize))
+}
+
 /// `enroll`: adds one template per image to `name`. All images must succeed or nothing is
 /// written.
 pub fn enroll(
@@ -259,29 +318,33 @@ pub fn enroll(
     gallery_path: &Path,
     name: &str,
     images: &[PathBuf],
-    pick: FacePick,
+    options: EnrolOptions,
     out: &mut dyn Write,
 ) -> Result<Outcome> {
-    let mut gallery = Gallery::open_or_new(gallery_path, ctx.pipeline.embedder.dim(), ctx.fingerprint)?;
+    if !crate::gallery::valid_name(name) {
+        return Err(GalleryError::InvalidName(name.to_string()).into());
+    }
+    // Refuse a gallery of another model before spending time on the photos.
+    match Gallery::open(gallery_path, ctx.key()) {
+        Ok(_) | Err(GalleryError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let want = Want { embedding: true, attributes: false };
     let mut embeddings = Vec::with_capacity(images.len());
     for path in images {
         let face = read_image(path)
             .map_err(anyhow::Error::from)
-            .and_then(|img| pick_face(ctx, &img, pick, want))
+            .and_then(|img| pick_face(ctx, &img, options.pick, want))
             .with_context(|| format!("{}: not enrolled (the gallery is unchanged)", path.display()))?;
         embeddings.push(face.analysis.embedding.context("no embedding")?);
     }
-    for e in &embeddings {
-        gallery.add(name, e)?;
-    }
-    gallery.save(gallery_path)?;
-    let templates = gallery.identities.iter().find(|i| i.name == name).map_or(0, |i| i.templates.len());
+    let added = embeddings.len();
+    let mut writer = GalleryWriter::open_or_create(gallery_path, ctx.key(), options.dtype)?;
+    let templates = enrol_embeddings(ctx, &mut writer, name, embeddings, options.force)?;
     writeln!(
         out,
-        "enrolled {name:?}: {} new template(s), {templates} in all; the gallery holds {} identities",
-        embeddings.len(),
-        gallery.identities.len()
+        "enrolled {name:?}: {added} new template(s), {templates} in all; the gallery holds {} identities",
+        writer.gallery().len()
     )?;
     Ok(Outcome::Ok)
 }
@@ -359,7 +422,7 @@ pub fn identify(
 /// `verify`: is the (largest) face in `image` the enrolled `name`?
 pub fn verify(ctx: &Context, gallery_path: &Path, name: &str, image: &Path, out: &mut dyn Write) -> Result<Outcome> {
     let gallery = ctx.open_gallery(gallery_path)?;
-    if !gallery.identities.iter().any(|i| i.name == name) {
+    if gallery.find(name).is_none() {
         bail!("{name:?} is not enrolled in {}", gallery_path.display());
     }
     let img = read_image(image)?;
@@ -376,24 +439,6 @@ pub fn verify(ctx: &Context, gallery_path: &Path, name: &str, image: &Path, out:
         ctx.threshold
     )?;
     Ok(if matched { Outcome::Ok } else { Outcome::NoMatch })
-}
-
-pub fn gallery_list(ctx: &Context, gallery_path: &Path, out: &mut dyn Write) -> Result<Outcome> {
-    let gallery = ctx.open_gallery(gallery_path)?;
-    for id in &gallery.identities {
-        writeln!(out, "{}\t{} template(s)", id.name, id.templates.len())?;
-    }
-    Ok(Outcome::Ok)
-}
-
-pub fn gallery_remove(ctx: &Context, gallery_path: &Path, name: &str, out: &mut dyn Write) -> Result<Outcome> {
-    let mut gallery = ctx.open_gallery(gallery_path)?;
-    if !gallery.remove(name) {
-        bail!("{name:?} is not enrolled in {}", gallery_path.display());
-    }
-    gallery.save(gallery_path)?;
-    writeln!(out, "removed {name:?}; {} identities remain", gallery.identities.len())?;
-    Ok(Outcome::Ok)
 }
 
 /// One face as drawn: its label and, with a gallery, the decision behind it.
@@ -495,14 +540,16 @@ pub fn demo(ctx: &Context, output: &Path, out: &mut dyn Write) -> Result<Outcome
     let gallery_path = dir.join("demo.fgg");
     let result = (|| -> Result<Outcome> {
         let want = Want { embedding: true, attributes: false };
-        let mut gallery = Gallery::new(ctx.pipeline.embedder.dim(), ctx.fingerprint);
+        let mut templates = Vec::new();
         for (name, bytes) in samples::ENROL {
             let img = decode_image(bytes)?;
             let face = pick_face(ctx, &img, FacePick::Single, want).with_context(|| name.to_string())?;
-            gallery.add("obama", face.analysis.embedding.as_deref().context("no embedding")?)?;
+            templates.push(face.analysis.embedding.context("no embedding")?);
             writeln!(out, "enrolled obama from bundled {name}")?;
         }
-        gallery.save(&gallery_path)?;
+        let mut writer = GalleryWriter::create(&gallery_path, ctx.key(), Dtype::F32)?;
+        writer.enrol(&[Person { name: "obama".into(), templates }])?;
+        drop(writer);
         let gallery = ctx.open_gallery(&gallery_path)?;
         let mut drawn = Vec::new();
         let mut ok = true;

@@ -11,8 +11,14 @@ pub mod exit {
     pub const NO_MATCH: i32 = 1;
     /// Error: bad arguments, unreadable input, no usable face, gallery or model problem.
     pub const ERROR: i32 = 2;
-    /// A batch command (`analyze`, `identify`) finished, but at least one input failed.
+    /// A batch command (`analyze`, `identify`, `enroll --tree`) finished, but at least one
+    /// input failed.
     pub const PARTIAL: i32 = 3;
+    /// The gallery file cannot be used: corrupt, truncated, another format version, or made
+    /// with another embedding model. The file was not changed.
+    pub const GALLERY: i32 = 4;
+    /// Another process is writing to the gallery (it holds the lock); try again.
+    pub const BUSY: i32 = 5;
 }
 
 /// A frame (image file or camera buffer) that could not be turned into pixels.

@@ -5,12 +5,15 @@
 //! models, [`gallery`] matches embeddings against enrolled identities, and [`commands`] wires
 //! them into the CLI. [`model`] holds the manifests and the embedded NNEF models.
 
+pub mod admin;
 pub mod align;
 pub mod analyze;
 pub mod annotate;
 pub mod commands;
+pub mod config;
 pub mod detect;
 pub mod error;
+pub mod eval;
 pub mod frame;
 pub mod gallery;
 pub mod model;

@@ -4,8 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use facegate::commands::{self, Context, FacePick, Outcome};
+use facegate::commands::{self, Context, EnrolOptions, FacePick, Outcome};
+use facegate::gallery::{Dtype, GalleryError};
+use facegate::admin;
 use facegate::detect::DetectorConfig;
+use facegate::eval;
 use facegate::exit;
 use facegate::PipelineConfig;
 
@@ -23,6 +26,10 @@ struct Cli {
     /// Images analysed at once by `analyze` [default: the number of CPU cores].
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Configuration file (TOML; `[calibration]` as written by `calibrate --write`): its
+    /// calibrated thresholds override the embedder manifest's; --threshold overrides both.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,16 +56,26 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Enrol a person from one or more photos (one face each).
+    /// Enrol a person from one or more photos (one face each), or every person of a folder tree
+    /// DIR/NAME/*.jpg with --tree. Creates the gallery if there is none.
     Enroll {
         #[arg(long)]
         gallery: PathBuf,
-        #[arg(long)]
-        name: String,
+        #[arg(long, required_unless_present = "tree", conflicts_with = "tree")]
+        name: Option<String>,
+        /// Enrol each folder DIR/NAME as the person NAME from the photos in it.
+        #[arg(long, value_name = "DIR")]
+        tree: Option<PathBuf>,
         /// Use the largest face when a photo holds several.
         #[arg(long)]
         largest: bool,
-        #[arg(required = true)]
+        /// Enrol even when a face matches an identity enrolled under another name.
+        #[arg(long)]
+        force: bool,
+        /// Template type of a gallery created by this enrolment: f32 or int8.
+        #[arg(long, default_value = "f32")]
+        dtype: Dtype,
+        #[arg(required_unless_present = "tree", conflicts_with = "tree")]
         images: Vec<PathBuf>,
     },
     /// Identify every face against the gallery.
@@ -97,21 +114,170 @@ enum Command {
         #[arg(short, long, default_value = "facegate-demo.png")]
         output: PathBuf,
     },
+    /// Measure accuracy on labelled photos: 1:1 verification, identification, age and gender.
+    Eval {
+        #[command(subcommand)]
+        action: EvalAction,
+    },
+    /// Choose the match threshold for a target false-accept rate from impostor comparisons
+    /// (1:1), and the 1:N rule for a gallery size; --write puts it into a configuration file.
+    Calibrate {
+        /// Target false-accept rate of one comparison (1:1).
+        #[arg(long, default_value_t = 1e-3)]
+        far: f64,
+        /// Target false-positive identification rate for 1:N (an unknown face named as
+        /// someone) [default: --far].
+        #[arg(long)]
+        fpir: Option<f64>,
+        /// Pair list (LFW pairs.txt or CSV path_a,path_b,same): its impostor pairs.
+        #[arg(long, value_name = "FILE", conflicts_with = "people_dir")]
+        pairs: Option<PathBuf>,
+        /// Folder per person (DIR/NAME/*.jpg): every pair of photos of different people.
+        #[arg(long, value_name = "DIR")]
+        people_dir: Option<PathBuf>,
+        /// Folder that relative paths of --pairs are under [default: .].
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        images_root: PathBuf,
+        /// Installed gallery to calibrate 1:N for (with --unknown-dir).
+        #[arg(long, requires = "unknown_dir")]
+        gallery: Option<PathBuf>,
+        /// Photos of people not in --gallery (in DIR or DIR/*/).
+        #[arg(long, value_name = "DIR", requires = "gallery")]
+        unknown_dir: Option<PathBuf>,
+        /// Write the calibration into this configuration file (created or updated).
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Write the JSON report here.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Write PNG plots as PREFIX-far.png.
+        #[arg(long, value_name = "PREFIX")]
+        plots: Option<PathBuf>,
+    },
     /// List the models compiled into this binary with their sources.
     Models,
 }
 
 #[derive(Subcommand)]
+enum EvalAction {
+    /// 1:1 verification on a pair list: k-fold accuracy, TAR at FAR, EER, ROC/DET plots.
+    Verify {
+        /// LFW pairs.txt (10 folds) or CSV `path_a,path_b,same` (optional `fold` column).
+        #[arg(long, value_name = "FILE")]
+        pairs: PathBuf,
+        /// Folder that the list's relative paths are under (LFW: the folder of NAME/ folders).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        images_root: PathBuf,
+        /// Write the JSON report here.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Write PNG plots as PREFIX-roc.png, PREFIX-det.png, PREFIX-hist.png.
+        #[arg(long, value_name = "PREFIX")]
+        plots: Option<PathBuf>,
+    },
+    /// Identification: rank-1/5 and open-set DIR at FPIR, from folders per person.
+    Ident {
+        /// Enrolment photos, DIR/NAME/*.jpg.
+        #[arg(long, value_name = "DIR")]
+        gallery_dir: PathBuf,
+        /// Probe photos, DIR/NAME/*.jpg (a NAME not in the gallery is an unknown person).
+        #[arg(long, value_name = "DIR")]
+        probe_dir: PathBuf,
+        /// Photos of people not enrolled, in DIR or DIR/*/.
+        #[arg(long, value_name = "DIR")]
+        distractor_dir: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Write PNG plots as PREFIX-cmc.png and PREFIX-dir-fpir.png.
+        #[arg(long, value_name = "PREFIX")]
+        plots: Option<PathBuf>,
+    },
+    /// Age MAE (overall and per age band) and gender accuracy on labelled photos.
+    Attrs {
+        /// CSV path,age,gender (male/female); repeat for several sets.
+        #[arg(long, value_name = "CSV", required = true)]
+        labels: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        images_root: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Write PNG plots as PREFIX-age-mae.png and PREFIX-gender.png.
+        #[arg(long, value_name = "PREFIX")]
+        plots: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum GalleryAction {
+    /// Create an empty gallery for the built-in embedder.
+    Create {
+        #[arg(long)]
+        gallery: PathBuf,
+        /// Template type: f32, or int8 (a quarter of the size, faster search).
+        #[arg(long, default_value = "f32")]
+        dtype: Dtype,
+    },
+    /// Format, model fingerprint, counts and sizes.
+    Info {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enrolled identities with their template counts.
     List {
         #[arg(long)]
         gallery: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     Remove {
         #[arg(long)]
         gallery: PathBuf,
         name: String,
     },
+    Rename {
+        #[arg(long)]
+        gallery: PathBuf,
+        from: String,
+        to: String,
+    },
+    /// Rewrite the gallery without removed identities.
+    Compact {
+        #[arg(long)]
+        gallery: PathBuf,
+    },
+    /// Write every identity and its templates as JSON Lines.
+    Export {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Add every identity of an export (same model) in one commit.
+    Import {
+        #[arg(long)]
+        gallery: PathBuf,
+        /// Template type of a gallery created by the import.
+        #[arg(long, default_value = "f32")]
+        dtype: Dtype,
+        input: PathBuf,
+    },
+}
+
+/// Gallery administration needs only the embedder's key, not the models.
+fn run_gallery(action: GalleryAction, embedder: &str, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let key = admin::model_key(embedder)?;
+    match action {
+        GalleryAction::Create { gallery, dtype } => admin::create(key, &gallery, dtype, out),
+        GalleryAction::Info { gallery, json } => admin::info(key, &gallery, json, out),
+        GalleryAction::List { gallery, json } => admin::list(key, &gallery, json, out),
+        GalleryAction::Remove { gallery, name } => admin::remove(key, &gallery, &name, out),
+        GalleryAction::Rename { gallery, from, to } => admin::rename(key, &gallery, &from, &to, out),
+        GalleryAction::Compact { gallery } => admin::compact(key, &gallery, out),
+        GalleryAction::Export { gallery, output } => admin::export(key, &gallery, &output, out),
+        GalleryAction::Import { gallery, dtype, input } => admin::import(key, &gallery, &input, dtype, out),
+    }
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
@@ -123,8 +289,14 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     let mut config = PipelineConfig::default();
+    if let Command::Gallery { action } = cli.command {
+        return run_gallery(action, &config.embedder, out);
+    }
     // Age and gender are only drawn or printed by these; the others skip loading the model.
-    if !matches!(cli.command, Command::Analyze { .. } | Command::Annotate { .. } | Command::Demo { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Analyze { .. } | Command::Annotate { .. } | Command::Demo { .. } | Command::Eval { action: EvalAction::Attrs { .. } }
+    ) {
         config.attributes = None;
     }
     if let Some(size) = cli.detector_size {
@@ -133,27 +305,80 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         detector.sizes = vec![size];
         config.detector_config = Some(detector);
     }
-    let mut ctx = Context::new(&config, cli.threshold)?;
+    // Validated before the models load.
+    let file_config = cli.config.as_deref().map(facegate::config::Config::load).transpose()?;
+    let file_threshold = file_config.as_ref().and_then(|c| c.calibration.as_ref()).map(|c| c.threshold);
+    let mut ctx = Context::new(&config, cli.threshold.or(file_threshold))?;
     if let Some(n) = cli.threads {
         ctx.threads = n as usize;
     }
+    let calibration = facegate::eval::calibration_in_force(&ctx, file_config.as_ref());
+    // 1:N: without --threshold, identification uses the calibrated rule for the gallery's size.
+    if let (Command::Identify { gallery, .. }, None, Some(cal)) = (&cli.command, cli.threshold, &calibration) {
+        let n = ctx.open_gallery(gallery)?.len();
+        let (t, past) = cal.threshold_for_gallery(n);
+        if past {
+            log::warn!("the gallery's {n} identities are past the 1:N calibration data; using threshold {t:.4}");
+        }
+        log::info!("1:N threshold for {n} identities: {t:.4}");
+        ctx.threshold = t;
+    }
+    let command_line = std::iter::once("facegate".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     match cli.command {
         Command::Analyze { json, embeddings, images } => commands::analyze(&ctx, &images, json, embeddings, out),
-        Command::Enroll { gallery, name, largest, images } => {
+        Command::Enroll { gallery, name, tree, largest, force, dtype, images } => {
             let pick = if largest { FacePick::Largest } else { FacePick::Single };
-            commands::enroll(&ctx, &gallery, &name, &images, pick, out)
+            let options = EnrolOptions { pick, force, dtype };
+            match (tree, name) {
+                (Some(tree), _) => admin::enroll_tree(&ctx, &gallery, &tree, options, out),
+                (None, Some(name)) => commands::enroll(&ctx, &gallery, &name, &images, options, out),
+                (None, None) => unreachable!("clap requires --name or --tree"),
+            }
         }
         Command::Identify { gallery, json, images } => commands::identify(&ctx, &gallery, &images, json, out),
         Command::Verify { gallery, name, image } => commands::verify(&ctx, &gallery, &name, &image, out),
-        Command::Gallery { action: GalleryAction::List { gallery } } => commands::gallery_list(&ctx, &gallery, out),
-        Command::Gallery { action: GalleryAction::Remove { gallery, name } } => {
-            commands::gallery_remove(&ctx, &gallery, &name, out)
-        }
         Command::Annotate { image, output, gallery } => {
             commands::annotate(&ctx, &image, &output, gallery.as_deref(), out)
         }
         Command::Demo { output } => commands::demo(&ctx, &output, out),
-        Command::Models => unreachable!("handled above"),
+        Command::Eval { action: EvalAction::Verify { pairs, images_root, report, plots } } => {
+            let args = eval::VerifyArgs { pairs, images_root, report, plots, command: command_line };
+            eval::verify(&ctx, &args, out)
+        }
+        Command::Eval { action: EvalAction::Ident { gallery_dir, probe_dir, distractor_dir, report, plots } } => {
+            let args = eval::IdentArgs { gallery_dir, probe_dir, distractor_dir, report, plots, command: command_line };
+            eval::ident(&ctx, &args, calibration.as_ref(), out)
+        }
+        Command::Eval { action: EvalAction::Attrs { labels, images_root, report, plots } } => {
+            let args = eval::AttrsArgs { labels, images_root, report, plots, command: command_line };
+            eval::attrs(&ctx, &args, out)
+        }
+        Command::Calibrate { far, fpir, pairs, people_dir, images_root, gallery, unknown_dir, write, report, plots } => {
+            let args = eval::CalibrateArgs {
+                far,
+                fpir,
+                pairs,
+                people_dir,
+                images_root,
+                gallery,
+                unknown_dir,
+                write,
+                report,
+                plots,
+                command: command_line,
+            };
+            eval::calibrate(&ctx, &args, out)
+        }
+        Command::Models | Command::Gallery { .. } => unreachable!("handled above"),
+    }
+}
+
+/// The documented exit code for an error: gallery problems are told apart from the rest.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.chain().find_map(|c| c.downcast_ref::<GalleryError>()) {
+        Some(GalleryError::Locked { .. }) => exit::BUSY,
+        Some(g) if g.is_unusable_file() => exit::GALLERY,
+        _ => exit::ERROR,
     }
 }
 
@@ -173,7 +398,7 @@ fn main() {
         Err(e) => {
             let _ = out.flush();
             eprintln!("facegate: error: {e:#}");
-            exit::ERROR
+            exit_code(&e)
         }
     };
     let _ = out.flush();

@@ -87,6 +87,9 @@ pub struct Manifest {
     pub template: Option<[[f32; 2]; 5]>,
     /// Cosine similarity at or above which two faces are called the same person.
     pub match_threshold: Option<f32>,
+    /// How `match_threshold` was calibrated, and the 1:N rule (`facegate calibrate`).
+    #[serde(default)]
+    pub calibration: Option<crate::config::Calibration>,
     // Attributes.
     pub align_zoom: Option<f32>,
     pub age_rule: Option<String>,
@@ -125,6 +128,12 @@ impl Manifest {
             Task::Embedder | Task::Multitask => {
                 if self.embedding_dim.is_none() || self.template.is_none() {
                     return Err(self.invalid("an embedder needs embedding_dim and template"));
+                }
+                if let Some(c) = &self.calibration {
+                    c.validate().map_err(|e| self.invalid(format!("{e:#}")))?;
+                    if self.match_threshold != Some(c.threshold) {
+                        return Err(self.invalid("match_threshold must equal calibration.threshold"));
+                    }
                 }
             }
             Task::Attributes => {

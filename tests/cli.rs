@@ -131,19 +131,37 @@ fn failed_enrolment_leaves_the_gallery_unchanged() {
     assert_eq!(fs::read(&g).unwrap(), before);
 }
 
+/// A gallery file of another model: the same format, another fingerprint.
+fn foreign_gallery(path: &Path) -> Vec<u8> {
+    let key = facegate::gallery::ModelKey { dim: 192, fingerprint: [9; 32] };
+    let mut w = facegate::gallery::GalleryWriter::create(path, key, facegate::gallery::Dtype::F32).unwrap();
+    let mut v = vec![0.0f32; 192];
+    v[0] = 1.0;
+    w.enrol(&[facegate::gallery::Person { name: "obama".into(), templates: vec![v] }]).unwrap();
+    drop(w);
+    fs::read(path).unwrap()
+}
+
 #[test]
 fn damaged_or_foreign_galleries_are_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let g = dir.path().join("people.fgg");
     facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], dir.path());
     let good = fs::read(&g).unwrap();
-    let mut foreign = good.clone();
-    foreign[16] ^= 0xFF; // first byte of the model fingerprint
-    let cases: [(&str, Vec<u8>, &str); 4] = [
-        ("truncated", good[..good.len() - 7].to_vec(), "corrupt"),
-        ("bad magic", [b"NOTAGALL".as_slice(), &good[8..]].concat(), "not a facegate gallery"),
+    let mut flipped = good.clone();
+    flipped[8192 + 64 + 40] ^= 0x20; // a name byte inside the first segment's payload
+    let mut v1 = b"FGGALLRY".to_vec();
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&[0; 60]);
+    let foreign = foreign_gallery(&dir.path().join("foreign.fgg"));
+    let cases: [(&str, Vec<u8>, &str); 7] = [
+        ("truncated log", good[..good.len() - 7].to_vec(), "truncated"),
+        ("truncated header", good[..5000].to_vec(), "truncated"),
+        ("bad magic", [b"NOTAGALL".as_slice(), &good[8..4096], b"NOTAGALL", &good[4104..]].concat(), "not a facegate gallery"),
+        ("checksum", flipped, "checksum mismatch"),
+        ("version 1", v1, "format version 1"),
         ("other model", foreign, "another embedding model"),
-        ("empty", Vec::new(), "corrupt"),
+        ("empty", Vec::new(), "empty"),
     ];
     for (what, bytes, message) in cases {
         fs::write(&g, &bytes).unwrap();
@@ -151,13 +169,142 @@ fn damaged_or_foreign_galleries_are_refused_untouched() {
             vec!["identify", "--gallery", s(&g), s(&sample("obama3.jpg"))],
             vec!["enroll", "--gallery", s(&g), "--name", "x", s(&sample("obama2.jpg"))],
             vec!["gallery", "remove", "--gallery", s(&g), "obama"],
+            vec!["gallery", "list", "--gallery", s(&g)],
+            vec!["gallery", "info", "--gallery", s(&g)],
+            vec!["gallery", "compact", "--gallery", s(&g)],
         ] {
             let out = facegate(&args, dir.path());
-            assert_eq!(out.status.code(), Some(2), "{what}: {args:?}");
+            assert_eq!(out.status.code(), Some(4), "{what}: {args:?}: {}", stderr(&out));
             assert!(stderr(&out).contains(message), "{what}: {}", stderr(&out));
             assert_eq!(fs::read(&g).unwrap(), bytes, "{what}: file changed by {args:?}");
         }
     }
+}
+
+#[test]
+fn gallery_administration_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("people.fgg");
+    let run = |args: &[&str]| {
+        let out = facegate(args, dir.path());
+        (out.status.code(), stdout(&out), stderr(&out))
+    };
+    // A folder tree: two people, one folder without a face.
+    let tree = dir.path().join("people");
+    for (person, photos) in [("obama", &["obama.jpg", "obama2.jpg"][..]), ("astronaut", &["astronaut.png"]), ("cat", &["chelsea.png"])] {
+        fs::create_dir_all(tree.join(person)).unwrap();
+        for p in photos {
+            fs::copy(sample(p), tree.join(person).join(p)).unwrap();
+        }
+    }
+    assert_eq!(run(&["gallery", "create", "--gallery", s(&g), "--dtype", "int8"]).0, Some(0));
+    assert_eq!(run(&["gallery", "create", "--gallery", s(&g)]).0, Some(2), "never clobbers");
+    let (code, out, err) = run(&["enroll", "--gallery", s(&g), "--tree", s(&tree)]);
+    assert_eq!(code, Some(3), "one folder had no face: {out}{err}");
+    assert!(out.contains("cat: not enrolled"), "{out}");
+    assert!(out.contains("2 of 3 people enrolled"), "{out}");
+    let (_, out, _) = run(&["gallery", "list", "--gallery", s(&g)]);
+    assert_eq!(out, "astronaut\t1 template(s)\nobama\t2 template(s)\n");
+
+    // The same person under another name is refused unless forced.
+    let before = fs::read(&g).unwrap();
+    let (code, _, err) = run(&["enroll", "--gallery", s(&g), "--name", "barack", s(&sample("obama3.jpg"))]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("looks like the enrolled \"obama\""), "{err}");
+    assert_eq!(fs::read(&g).unwrap(), before);
+    assert_eq!(run(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama3.jpg"))]).0, Some(0), "more photos of the same person");
+    assert_eq!(run(&["enroll", "--gallery", s(&g), "--name", "barack", "--force", s(&sample("obama3.jpg"))]).0, Some(0));
+
+    assert_eq!(run(&["gallery", "remove", "--gallery", s(&g), "barack"]).0, Some(0));
+    assert_eq!(run(&["gallery", "rename", "--gallery", s(&g), "astronaut", "eileen"]).0, Some(0));
+    assert_eq!(run(&["gallery", "rename", "--gallery", s(&g), "eileen", "obama"]).0, Some(2), "names are unique");
+    let (code, out, _) = run(&["gallery", "info", "--gallery", s(&g), "--json"]);
+    assert_eq!(code, Some(0));
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((info["identities"].as_u64(), info["templates"].as_u64(), info["dtype"].as_str()), (Some(2), Some(4), Some("i8")));
+    let bytes_before = info["file_bytes"].as_u64().unwrap();
+    assert_eq!(run(&["gallery", "compact", "--gallery", s(&g)]).0, Some(0));
+    let (_, out, _) = run(&["gallery", "info", "--gallery", s(&g), "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(info["file_bytes"].as_u64().unwrap() < bytes_before);
+    assert_eq!(info["segments"].as_u64(), Some(1));
+
+    let export = dir.path().join("people.jsonl");
+    assert_eq!(run(&["gallery", "export", "--gallery", s(&g), "-o", s(&export)]).0, Some(0));
+    let copy = dir.path().join("copy.fgg");
+    assert_eq!(run(&["gallery", "import", "--gallery", s(&copy), s(&export)]).0, Some(0));
+    let list = |p: &Path| run(&["gallery", "list", "--gallery", s(p)]).1;
+    assert_eq!(list(&g), list(&copy));
+    assert_eq!(list(&g), "eileen\t1 template(s)\nobama\t3 template(s)\n");
+    for gallery in [&g, &copy] {
+        let out = facegate(&["identify", "--json", "--gallery", s(gallery), s(&sample("obama3.jpg")), s(&sample("biden.jpg"))], dir.path());
+        let lines = json_lines(&stdout(&out));
+        assert_eq!(lines[0]["faces"][0]["identity"], "obama");
+        assert!(lines[1]["faces"][0]["identity"].is_null());
+    }
+    // Importing again collides on every name: nothing is written.
+    let before = fs::read(&copy).unwrap();
+    assert_eq!(run(&["gallery", "import", "--gallery", s(&copy), s(&export)]).0, Some(2));
+    assert_eq!(fs::read(&copy).unwrap(), before);
+}
+
+#[test]
+fn bad_imports_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("people.fgg");
+    facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], dir.path());
+    let export = dir.path().join("good.jsonl");
+    assert_eq!(facegate(&["gallery", "export", "--gallery", s(&g), "-o", s(&export)], dir.path()).status.code(), Some(0));
+    let text = fs::read_to_string(&export).unwrap();
+    let header = text.lines().next().unwrap();
+    let unit: Vec<String> = (0..192).map(|i| if i == 0 { "1.0".into() } else { "0.0".into() }).collect();
+    let mut nan = unit.clone();
+    nan[3] = "NaN".into();
+    let line = |name: &str, v: &[String]| format!("{{\"name\": \"{name}\", \"templates\": [[{}]]}}", v.join(","));
+    let foreign_header = header.replace("\"fingerprint\":\"", "\"fingerprint\":\"00");
+    let cases = [
+        ("wrong dimension", format!("{header}\n{}\n", line("new", &unit[..191]))),
+        ("NaN", format!("{header}\n{}\n", line("new", &nan).replace("NaN", "null"))),
+        ("not unit length", format!("{header}\n{}\n", line("new", &unit).replace("[[1.0", "[[2.0"))),
+        ("bad name", format!("{header}\n{}\n", line("", &unit))),
+        ("other model", format!("{foreign_header}\n{}\n", line("new", &unit))),
+        ("garbage", "not json\n".to_string()),
+        ("half good", format!("{header}\n{}\n{}\n", line("fine", &unit), line("broken", &unit[..5]))),
+    ];
+    let before = fs::read(&g).unwrap();
+    for (what, body) in cases {
+        let file = dir.path().join("bad.jsonl");
+        fs::write(&file, body).unwrap();
+        let out = facegate(&["gallery", "import", "--gallery", s(&g), s(&file)], dir.path());
+        assert_ne!(out.status.code(), Some(0), "{what}");
+        assert!(!stderr(&out).is_empty(), "{what}: no message");
+        assert_eq!(fs::read(&g).unwrap(), before, "{what}: the gallery changed");
+        let fresh = dir.path().join("fresh.fgg");
+        let _ = facegate(&["gallery", "import", "--gallery", s(&fresh), s(&file)], dir.path());
+        assert!(!fresh.exists(), "{what}: a failed import left a new gallery");
+    }
+}
+
+#[test]
+fn a_locked_gallery_is_reported_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("people.fgg");
+    facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], dir.path());
+    let before = fs::read(&g).unwrap();
+    let key = facegate::admin::model_key("mobilefacenet").unwrap();
+    let holder = facegate::gallery::GalleryWriter::open(&g, key).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facegate"))
+        .args(["gallery", "remove", "--gallery", s(&g), "obama"])
+        .env("FACEGATE_LOCK_WAIT", "0.2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another process"), "{}", stderr(&out));
+    // Readers are not blocked by a writer.
+    let out = facegate(&["gallery", "list", "--gallery", s(&g)], dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    drop(holder);
+    assert_eq!(fs::read(&g).unwrap(), before);
 }
 
 #[test]
