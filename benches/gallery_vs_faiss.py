@@ -114,9 +114,9 @@ def main():
     summary = []
     for n in sizes:
         i8, f32, npy, fa = (row(e, n) for e in ("facegate-int8", "facegate-f32", "numpy-f32", "faiss-flat-f32"))
-        same = sum(a == b for a, b in zip(i8["top1"], npy["top1"]))
-        same_f32 = sum(a == b for a, b in zip(f32["top1"], npy["top1"]))
-        true = sum(a == m for a, m in zip(npy["top1"], members))
+        same = int(sum(a == b for a, b in zip(i8["top1"], npy["top1"])))
+        same_f32 = int(sum(a == b for a, b in zip(f32["top1"], npy["top1"])))
+        true = int(sum(a == m for a, m in zip(npy["top1"], members)))
         print(f"| {n:,} | {i8['p50_ms']:.2f} ({i8['p90_ms']:.2f}) | {f32['p50_ms']:.2f} ({f32['p90_ms']:.2f}) | "
               f"{npy['p50_ms']:.2f} ({npy['p90_ms']:.2f}) | {fa['p50_ms']:.2f} ({fa['p90_ms']:.2f}) | "
               f"{i8['p50_ms'] / fa['p50_ms']:.2f} | {same}/{len(members)} |")

@@ -19,9 +19,10 @@
 //! * `align`: the similarity warp to 112 (embedder) and 224 at zoom 0.8 (FaceRes).
 //! * `embedder` / `attributes`: the model run alone, and the public per-face call
 //!   (`Embedder::embed_crop`, `AttributeModel::predict` which includes its alignment).
-//! * `gallery_best_10k` / `_100k`: `Gallery::best` over 10 000 and 100 000 identities × 1
-//!   template × 192-d, beside a flat single-accumulator loop with top-2 tracking and an
-//!   8-accumulator version of it.
+//! * `gallery_best_10k` / `_100k`: `Gallery::best` on real gallery files (f32 and int8, memory
+//!   mapped) of 10 000 and 100 000 identities × 1 template × 192-d, beside a flat
+//!   single-accumulator loop with top-2 tracking and an 8-accumulator version of it
+//!   (`benches/gallery_vs_faiss.py` compares with numpy and faiss up to 1M).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -31,7 +32,7 @@ use facegate::align::{self, Point, Similarity, ARCFACE_112};
 use facegate::analyze::{AttributeModel, Embedder};
 use facegate::detect::{Detector, DetectorConfig};
 use facegate::frame::decode_image;
-use facegate::gallery::{Gallery, Identity};
+use facegate::gallery::{Dtype, Gallery, GalleryWriter, ModelKey, Person};
 use facegate::model::{embedded_manifest, embedded_typed, Layout, Model};
 use image::{Rgb, RgbImage};
 use tract_core::prelude::{tvec, IntoTValue, Tensor};
@@ -298,12 +299,19 @@ fn stages(c: &mut Criterion) {
 
     for identities in [10_000usize, 100_000] {
         let vectors = unit_vectors(identities, 7);
-        let mut gallery = Gallery::new(DIM, [0; 32]);
-        gallery.identities = vectors
+        let dir = tempfile::tempdir().unwrap();
+        let key = ModelKey { dim: DIM, fingerprint: [0; 32] };
+        let people: Vec<Person> = vectors
             .iter()
             .enumerate()
-            .map(|(i, v)| Identity { name: format!("id{i:06}"), templates: vec![v.clone()] })
+            .map(|(i, v)| Person { name: format!("id{i:06}"), templates: vec![v.clone()] })
             .collect();
+        let open = |dtype: Dtype| {
+            let path = dir.path().join(format!("{dtype:?}.fgg"));
+            GalleryWriter::create(&path, key, dtype).unwrap().enrol(&people).unwrap();
+            Gallery::open(&path, key).unwrap()
+        };
+        let (gallery, gallery_i8) = (open(Dtype::F32), open(Dtype::I8));
         let flat: Vec<f32> = vectors.concat();
         // Near identity 4321, so the best match is known.
         let mut probe: Vec<f32> =
@@ -311,6 +319,7 @@ fn stages(c: &mut Criterion) {
         let n = probe.iter().map(|x| x * x).sum::<f32>().sqrt();
         probe.iter_mut().for_each(|x| *x /= n);
         assert_eq!(gallery.best(&probe).unwrap().unwrap().identity, "id004321");
+        assert_eq!(gallery_i8.best(&probe).unwrap().unwrap().identity, "id004321");
         assert_eq!(naive_best(&flat, &probe).0, 4321);
         assert_eq!(lanes8_best(&flat, &probe).0, 4321);
 
@@ -319,6 +328,7 @@ fn stages(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
         g.bench_function("Gallery::best", |b| b.iter(|| gallery.best(black_box(&probe)).unwrap()));
+        g.bench_function("Gallery::best_int8", |b| b.iter(|| gallery_i8.best(black_box(&probe)).unwrap()));
         g.bench_function("flat_naive_1acc", |b| b.iter(|| naive_best(black_box(&flat), black_box(&probe))));
         g.bench_function("flat_8acc", |b| b.iter(|| lanes8_best(black_box(&flat), black_box(&probe))));
         g.finish();

@@ -481,50 +481,65 @@ impl Gallery {
     pub fn search(&self, probe: &[f32], k: usize) -> Result<heapless::Vec<Hit, MAX_K>, GalleryError> {
         check_embedding(probe, self.header.dim)?;
         let mut top = TopK::new(k);
-        self.scan(probe, |id, s| top.offer(id, s), |_| true);
-        Ok(top.into_hits())
-    }
-
-    /// Scores every template of the identities `keep` accepts and hands `(id, similarity)` to
-    /// `each`, identity by identity (an identity spread over several segments comes more than once).
-    fn scan(&self, probe: &[f32], mut each: impl FnMut(u64, f32), keep: impl Fn(u64) -> bool) {
-        let dim = self.header.dim;
-        let mut scores = [0f32; CHUNK];
-        let mut qcodes = vec![0i8; dim];
-        let qscale = format::quantize(probe, &mut qcodes);
-        let mut dots = [0i32; CHUNK];
+        let mut query = Query::new(probe, self.header.dtype);
         for b in &self.blocks {
-            let mut records = self.records(b).peekable();
             let mut from = 0;
             while from < b.templates {
                 let to = (from + CHUNK).min(b.templates);
-                let n = to - from;
-                match self.header.dtype {
-                    Dtype::F32 => dots_f32(probe, &self.f32_rows(b)[from * dim..to * dim], &mut scores[..n]),
-                    Dtype::I8 => {
-                        let (scales, rows) = self.i8_rows(b);
-                        dots_i8(&qcodes, &rows[from * dim..to * dim], &mut dots[..n]);
-                        for i in 0..n {
-                            scores[i] = dots[i] as f32 * qscale * scales[from + i];
+                let scores = self.score(&mut query, b, from, to);
+                // Most templates score below the k-th best so far; only those above it cost a
+                // record lookup. An identity's templates are offered one by one and the top-k
+                // keeps each identity's best.
+                let mut floor = top.floor();
+                for (i, &s) in scores.iter().enumerate() {
+                    if s > floor {
+                        let id = self.record_of(b, from + i).id;
+                        if self.slots.get(id as usize).is_some_and(|s| s.live) {
+                            top.offer(id, s);
+                            floor = top.floor();
                         }
                     }
                 }
-                // Records are in template order and none is longer than a chunk; a record that
-                // straddles the chunk end waits for the next chunk.
-                while let Some(r) = records.peek() {
-                    let (first, last) = (r.first_template as usize, (r.first_template + r.templates) as usize);
-                    if last > to {
-                        break;
-                    }
-                    if keep(r.id) && self.slots.get(r.id as usize).is_some_and(|s| s.live) {
-                        let best = scores[first - from..last - from].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        each(r.id, best);
-                    }
-                    records.next();
-                }
-                from = records.peek().map_or(to, |r| r.first_template as usize);
+                from = to;
             }
         }
+        Ok(top.into_hits())
+    }
+
+    /// Cosine similarities of templates `from..to` of block `b` (at most `CHUNK`).
+    fn score<'q>(&self, q: &'q mut Query, b: &Block, from: usize, to: usize) -> &'q [f32] {
+        let (dim, n) = (self.header.dim, to - from);
+        match self.header.dtype {
+            Dtype::F32 => dots_f32(&q.probe, &self.f32_rows(b)[from * dim..to * dim], &mut q.scores[..n]),
+            Dtype::I8 => {
+                let (scales, rows) = self.i8_rows(b);
+                dots_i8(&q.codes, &rows[from * dim..to * dim], &mut q.dots[..n]);
+                for i in 0..n {
+                    q.scores[i] = q.dots[i] as f32 * q.scale * scales[from + i];
+                }
+            }
+        }
+        &q.scores[..n]
+    }
+
+    /// The record that holds template `t` of block `b`.
+    fn record_of(&self, b: &Block, t: usize) -> Record {
+        let at = |r: usize| Record::decode(&self.bytes()[b.records_at + r * RECORD_LEN..]);
+        if b.records == b.templates {
+            // Every record has at least one template, so here each has exactly one.
+            return at(t);
+        }
+        // Records are in template order: the last one starting at or before t.
+        let (mut lo, mut hi) = (0, b.records);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if at(mid).first_template as usize <= t {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        at(lo)
     }
 
     /// The best identity for `probe` with its margin to the next one, or `None` when empty.
@@ -537,13 +552,42 @@ impl Gallery {
         }))
     }
 
-    /// The similarity of `probe` to the identity `name`, if enrolled.
+    /// The similarity of `probe` to the identity `name` (its best template), if enrolled.
     pub fn similarity_to(&self, name: &str, probe: &[f32]) -> Result<Option<f32>, GalleryError> {
         check_embedding(probe, self.header.dim)?;
         let Some(id) = self.find(name) else { return Ok(None) };
+        let mut query = Query::new(probe, self.header.dtype);
         let mut best = None::<f32>;
-        self.scan(probe, |_, s| best = Some(best.map_or(s, |b| b.max(s))), |i| i == id);
+        for b in &self.blocks {
+            for r in self.records(b).filter(|r| r.id == id) {
+                let (from, to) = (r.first_template as usize, (r.first_template + r.templates) as usize);
+                for &s in self.score(&mut query, b, from, to) {
+                    best = Some(best.map_or(s, |x| x.max(s)));
+                }
+            }
+        }
         Ok(best)
+    }
+}
+
+/// A probe prepared for scoring, with its scratch space.
+struct Query {
+    probe: Vec<f32>,
+    codes: Vec<i8>,
+    scale: f32,
+    scores: [f32; CHUNK],
+    dots: [i32; CHUNK],
+}
+
+impl Query {
+    fn new(probe: &[f32], dtype: Dtype) -> Query {
+        let mut codes = Vec::new();
+        let mut scale = 1.0;
+        if dtype == Dtype::I8 {
+            codes = vec![0; probe.len()];
+            scale = format::quantize(probe, &mut codes);
+        }
+        Query { probe: probe.to_vec(), codes, scale, scores: [0.0; CHUNK], dots: [0; CHUNK] }
     }
 }
 

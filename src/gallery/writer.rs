@@ -251,11 +251,12 @@ impl GalleryWriter {
         if people.is_empty() {
             return Ok(Vec::new());
         }
-        for (i, p) in people.iter().enumerate() {
+        let mut taken: std::collections::HashSet<&str> = self.view.identities().map(|i| i.name).collect();
+        for p in people {
             if !valid_name(&p.name) {
                 return Err(GalleryError::InvalidName(p.name.clone()));
             }
-            if self.view.find(&p.name).is_some() || people[..i].iter().any(|q| q.name == p.name) {
+            if !taken.insert(&p.name) {
                 return Err(GalleryError::NameTaken(p.name.clone()));
             }
             self.check_templates(&p.name, &p.templates, 0)?;
