@@ -143,12 +143,12 @@ pub fn read_export(key: ModelKey, from: &Path) -> Result<Vec<Person>> {
     let header: ExportHeader = serde_json::from_str(&first)
         .with_context(|| format!("{}: not a facegate gallery export", from.display()))?;
     if header.fingerprint != hex(&key.fingerprint) || header.dim != key.dim {
-        return Err(GalleryError::ModelMismatch {
-            path: from.into(),
-            expected: hex(&key.fingerprint[..8]),
-            found: header.fingerprint.chars().take(16).collect(),
-        }
-        .into());
+        bail!(
+            "{} was exported from a gallery of another embedding model (fingerprint {}…, this build uses {}…); its templates cannot be matched here",
+            from.display(),
+            header.fingerprint.chars().take(16).collect::<String>(),
+            hex(&key.fingerprint[..8])
+        );
     }
     let mut people = Vec::new();
     for (n, line) in lines.enumerate() {

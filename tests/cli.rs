@@ -264,7 +264,8 @@ fn bad_imports_are_refused_and_change_nothing() {
     let foreign_header = header.replace("\"fingerprint\":\"", "\"fingerprint\":\"00");
     let cases = [
         ("wrong dimension", format!("{header}\n{}\n", line("new", &unit[..191]))),
-        ("NaN", format!("{header}\n{}\n", line("new", &nan).replace("NaN", "null"))),
+        // JSON has no NaN; 1e39 overflows f32 to infinity, which must be refused as not finite.
+        ("not finite", format!("{header}\n{}\n", line("new", &nan).replace("NaN", "1e39"))),
         ("not unit length", format!("{header}\n{}\n", line("new", &unit).replace("[[1.0", "[[2.0"))),
         ("bad name", format!("{header}\n{}\n", line("", &unit))),
         ("other model", format!("{foreign_header}\n{}\n", line("new", &unit))),
@@ -277,7 +278,10 @@ fn bad_imports_are_refused_and_change_nothing() {
         fs::write(&file, body).unwrap();
         let out = facegate(&["gallery", "import", "--gallery", s(&g), s(&file)], dir.path());
         assert_ne!(out.status.code(), Some(0), "{what}");
-        assert!(!stderr(&out).is_empty(), "{what}: no message");
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        if what == "not finite" {
+            assert!(stderr(&out).contains("not a finite unit vector"), "{}", stderr(&out));
+        }
         assert_eq!(fs::read(&g).unwrap(), before, "{what}: the gallery changed");
         let fresh = dir.path().join("fresh.fgg");
         let _ = facegate(&["gallery", "import", "--gallery", s(&fresh), s(&file)], dir.path());
