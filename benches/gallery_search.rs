@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use facegate::gallery::{dots_i8, dots_i8_scalar, Dtype, Gallery, GalleryWriter, ModelKey, Person};
+use facegate::gallery::{dots_i8, dots_i8_scalar, pseudo_random_unit, Dtype, Gallery, GalleryWriter, ModelKey, Person};
 
 struct Args {
     vectors: Option<PathBuf>,
@@ -51,21 +51,7 @@ fn read_f32(path: &PathBuf, dim: usize) -> Vec<Vec<f32>> {
 }
 
 fn random_unit(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            let v: Vec<f32> = (0..dim)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    (s % 20001) as f32 / 10000.0 - 1.0
-                })
-                .collect();
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.iter().map(|x| x / norm).collect()
-        })
-        .collect()
+    (0..n as u64).map(|i| pseudo_random_unit(seed << 32 | i, dim)).collect()
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -163,7 +163,7 @@ impl Config {
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = format!(
             "# facegate configuration; [calibration] written by `facegate calibrate`.\n{}",
-            toml::to_string_pretty(self)?
+            toml::to_string(self)?
         );
         let tmp = path.with_extension("toml.tmp");
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;

@@ -4,6 +4,8 @@
 //! finds faces and landmarks, [`align`] warps them onto a template, [`analyze`] runs the per-face
 //! models, [`gallery`] matches embeddings against enrolled identities, and [`commands`] wires
 //! them into the CLI. [`model`] holds the manifests and the embedded NNEF models.
+//! [`eval`] measures accuracy on labelled photos and calibrates the thresholds that [`config`]
+//! layers over the manifests.
 
 pub mod admin;
 pub mod align;

@@ -11,23 +11,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use facegate::gallery::{Dtype, Gallery, GalleryWriter, ModelKey, Person};
+use facegate::gallery::{pseudo_random_unit, Dtype, Gallery, GalleryWriter, ModelKey, Person};
 
 const KEY: ModelKey = ModelKey { dim: 192, fingerprint: [5; 32] };
 const CHILD_ENV: &str = "FACEGATE_TEST_CHILD_GALLERY";
 
 fn unit(seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..KEY.dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter().map(|x| x / n).collect()
+    pseudo_random_unit(seed, KEY.dim)
 }
 
 #[derive(Debug)]

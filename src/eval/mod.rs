@@ -481,7 +481,7 @@ pub fn ident(ctx: &Context, args: &IdentArgs, calibration: Option<&Calibration>,
     let mut plots = Vec::new();
     if let Some(prefix) = &args.plots {
         let p = plot_path(prefix, "cmc");
-        plot::cmc(&p, &format!("closed-set identification, {} identities", names.len()), &cmc)?;
+        plot::cmc(&p, &format!("closed set: N={} identities", names.len()), &cmc)?;
         plots.push(p.to_string_lossy().into_owned());
         if nonmated > 0 {
             let mut ts: Vec<f32> = probes.iter().filter(|p| p.mated_score.is_none()).map(|p| p.best()).filter(|s| s.is_finite()).collect();
@@ -495,7 +495,7 @@ pub fn ident(ctx: &Context, args: &IdentArgs, calibration: Option<&Calibration>,
                 .collect();
             let marks: Vec<(String, f64, f64)> = at.iter().map(|(_, o)| (format!("t={:.3}", o.threshold), o.fpir, o.dir)).filter(|m| m.1 > 0.0).collect();
             let p = plot_path(prefix, "dir-fpir");
-            plot::dir_fpir(&p, &format!("open-set identification, {} identities, {nonmated} unknown faces", names.len()), &curve, &marks)?;
+            plot::dir_fpir(&p, &format!("open set: N={}, {nonmated} unknown faces", names.len()), &curve, &marks)?;
             plots.push(p.to_string_lossy().into_owned());
         }
     }
@@ -693,17 +693,27 @@ fn far_steps(start: f64, n: usize, min_above: usize) -> Vec<f64> {
     let mut i = 0;
     while (f * n as f64 + 1e-9).floor() as usize >= min_above && f > 0.0 {
         v.push(f);
-        // 1 → 0.5 → 0.2 → 0.1 of the start, then repeat a decade lower.
+        // 1 → 0.5 → 0.2 → 0.1 of the start, then repeat a decade lower; 12 significant
+        // digits keep 5e-6 from becoming 4.9999999999999996e-6.
         let decade = start / 10f64.powi(i / 3 + 1);
         f = match i % 3 {
             0 => decade * 5.0,
             1 => decade * 2.0,
             _ => decade,
         };
+        f = format!("{f:.12e}").parse().unwrap_or(f);
         i += 1;
     }
     v
 }
+
+/// Impostor comparisons at or above this similarity are the same photo filed under two
+/// people (a labelling error of the data, not a face that looks alike): `calibrate` leaves
+/// them out and lists them.
+pub const DUPLICATE_SIMILARITY: f32 = 0.99;
+
+/// Table rows need at least this many impostor comparisons above the threshold.
+pub const MIN_ABOVE_FOR_TABLE: usize = 10;
 
 /// Rounds a threshold up at 4 decimals (a rounded threshold never accepts more impostors),
 /// within the cosine range.
@@ -755,6 +765,7 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
     let seen = embeddings(ctx, &images)?;
 
     let (mut gen, mut imp): (Vec<f32>, Vec<f32>) = (Vec::new(), Vec::new());
+    let mut duplicates: Vec<[String; 2]> = Vec::new();
     let data;
     if let Some(list) = &pair_list {
         let index: BTreeMap<&PathBuf, usize> = images[..n_main].iter().enumerate().map(|(i, p)| (p, i)).collect();
@@ -763,11 +774,18 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
                 (Some(a), Some(b)) => cosine(a, b),
                 _ => f32::NEG_INFINITY,
             };
-            if p.same { gen.push(s) } else { imp.push(s) }
+            if p.same {
+                gen.push(s)
+            } else if s >= DUPLICATE_SIMILARITY {
+                duplicates.push([shown(&p.a, &args.images_root), shown(&p.b, &args.images_root)]);
+            } else {
+                imp.push(s)
+            }
         }
         data = format!("impostor pairs of {}", args.pairs.as_deref().unwrap_or(Path::new("")).display());
     } else if let Some(dir) = &args.people_dir {
-        let found: Vec<(usize, &Vec<f32>)> = (0..n_main).filter_map(|i| Some((person_of[i], seen[i].face()?))).collect();
+        let found: Vec<(usize, &Vec<f32>, &PathBuf)> =
+            (0..n_main).filter_map(|i| Some((person_of[i], seen[i].face()?, &images[i]))).collect();
         let total = found.len() * found.len().saturating_sub(1) / 2;
         let stride = total.div_ceil(MAX_COMPARISONS).max(1);
         let mut k = 0usize;
@@ -778,7 +796,13 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
                     continue;
                 }
                 let s = cosine(found[i].1, found[j].1);
-                if found[i].0 == found[j].0 { gen.push(s) } else { imp.push(s) }
+                if found[i].0 == found[j].0 {
+                    gen.push(s)
+                } else if s >= DUPLICATE_SIMILARITY {
+                    duplicates.push([shown(found[i].2, dir), shown(found[j].2, dir)]);
+                } else {
+                    imp.push(s)
+                }
             }
         }
         let people = person_of.iter().collect::<BTreeSet<_>>().len();
@@ -796,7 +820,7 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
     let mut one_to_one = None;
     if !imp.is_empty() {
         one_to_one = metrics::threshold_at_far(&imp, args.far);
-        far_table = far_steps(fpir, imp.len(), 1).into_iter().filter_map(|f| metrics::threshold_at_far(&imp, f)).collect();
+        far_table = far_steps(fpir, imp.len(), MIN_ABOVE_FOR_TABLE).into_iter().filter_map(|f| metrics::threshold_at_far(&imp, f)).collect();
     }
     let installed = match (&gallery, args.unknown_dir.as_ref()) {
         (Some(g), Some(_)) => {
@@ -831,7 +855,7 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
             one_to_n: (!far_table.is_empty()).then(|| OneToN {
                 fpir,
                 rule: ONE_TO_N_RULE.into(),
-                far_table: far_table.iter().map(|f| [f.target_far, round_up4(f.threshold) as f64]).collect(),
+                far_table: far_table.iter().map(|f| [f.target_far, round_up4(f.threshold).to_string().parse().unwrap_or(1.0)]).collect(),
                 gallery_size: None,
                 gallery_threshold: None,
             }),
@@ -884,7 +908,7 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
         let p = plot_path(prefix, "far");
         plot::far_curve(
             &p,
-            &format!("false accept rate vs threshold, {} impostor comparisons", imp.len()),
+            &format!("FAR vs threshold, {} impostors", imp.len()),
             &curve,
             (t.threshold as f64, args.far),
             [t.threshold_ci95[0] as f64, t.threshold_ci95[1] as f64],
@@ -898,13 +922,20 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
         what: "calibrated thresholds: 1:1 at a false-accept rate, and the 1:N rule",
         run: run_info(ctx, args.command.clone(), images.len(), started),
         data: cal.data.clone(),
-        faces_not_found: missing(&images, &seen, &args.images_root, "images without a face take part in no comparison"),
+        faces_not_found: missing(
+            &images,
+            &seen,
+            args.people_dir.as_deref().unwrap_or(&args.images_root),
+            "images without a face take part in no comparison",
+        ),
         impostor_comparisons: imp.len(),
         genuine_comparisons: gen.len(),
         one_to_one: one_to_one.clone(),
         far_ci95_at_threshold: (!imp.is_empty()).then(|| metrics::wilson95(fa, imp.len())),
         tar_at_threshold: (!gen.is_empty()).then(|| r(metrics::accept_rate(&gen, cal.threshold), 5)),
         far_table,
+        duplicates_left_out: duplicates.len(),
+        duplicate_pairs: duplicates.iter().take(50).cloned().collect(),
         top_impostor_scores: {
             let mut top: Vec<f32> = imp.iter().copied().filter(|s| s.is_finite()).collect();
             top.sort_by(|a, b| b.total_cmp(a));
@@ -924,6 +955,13 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
         rep.faces_not_found.images_unreadable,
         images.len()
     )?;
+    if !duplicates.is_empty() {
+        writeln!(
+            out,
+            "{} comparisons of different people at similarity >= {DUPLICATE_SIMILARITY} left out: the same photo under two names (listed in the report)",
+            duplicates.len()
+        )?;
+    }
     if let Some(t) = &one_to_one {
         writeln!(
             out,

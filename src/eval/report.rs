@@ -189,6 +189,10 @@ pub struct CalibrationReport {
     pub far_ci95_at_threshold: Option<[f64; 2]>,
     pub tar_at_threshold: Option<f64>,
     pub far_table: Vec<FarThreshold>,
+    /// Impostor comparisons at or above `DUPLICATE_SIMILARITY`, left out, and (up to 50) the
+    /// photo pairs behind them.
+    pub duplicates_left_out: usize,
+    pub duplicate_pairs: Vec<[String; 2]>,
     pub top_impostor_scores: Vec<f32>,
     pub installed_gallery: Option<OneToNCheck>,
     pub calibration: Calibration,

@@ -110,6 +110,23 @@ pub fn check_embedding(e: &[f32], dim: usize) -> Result<(), GalleryError> {
     Ok(())
 }
 
+/// A deterministic pseudo-random unit vector (xorshift from `seed`), for tests and benches that
+/// need many distinct templates without running a model.
+#[doc(hidden)]
+pub fn pseudo_random_unit(seed: u64, dim: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let v: Vec<f32> = (0..dim)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / n).collect()
+}
+
 /// An enrol segment's template block, by file offset.
 #[derive(Clone, Debug)]
 struct Block {

@@ -7,19 +7,8 @@ use super::*;
 
 const KEY: ModelKey = ModelKey { dim: 64, fingerprint: [7; 32] };
 
-/// A deterministic unit vector per seed.
 fn unit(seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let v: Vec<f32> = (0..KEY.dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter().map(|x| x / n).collect()
+    pseudo_random_unit(seed, KEY.dim)
 }
 
 fn person(name: &str, seeds: &[u64]) -> Person {
