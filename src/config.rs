@@ -143,6 +143,9 @@ impl Calibration {
 pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// `facegate run`'s settings: `[kiosk]`, `[kiosk.policy]`, `[kiosk.quality]`, `[kiosk.tracker]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kiosk: Option<crate::kiosk::KioskConfig>,
 }
 
 impl Config {
@@ -150,6 +153,9 @@ impl Config {
         let c: Config = toml::from_str(text)?;
         if let Some(cal) = &c.calibration {
             cal.validate()?;
+        }
+        if let Some(k) = &c.kiosk {
+            k.validate().map_err(|e| anyhow::anyhow!("[kiosk] {e}"))?;
         }
         Ok(c)
     }
@@ -209,7 +215,7 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_rejects_bad_fields() {
-        let c = Config { calibration: Some(cal()) };
+        let c = Config { calibration: Some(cal()), kiosk: None };
         let text = toml::to_string_pretty(&c).unwrap();
         assert_eq!(Config::parse(&text).unwrap(), c);
         let bad = text.replace("threshold = 0.5\n", "threshold = 1.5\n");

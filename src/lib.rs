@@ -7,6 +7,7 @@
 //! [`eval`] measures accuracy on labelled photos and calibrates the thresholds that [`config`]
 //! layers over the manifests.
 
+pub mod act;
 pub mod admin;
 pub mod align;
 pub mod analyze;
@@ -18,8 +19,14 @@ pub mod error;
 pub mod eval;
 pub mod frame;
 pub mod gallery;
+pub mod kiosk;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
+#[doc(hidden)]
+pub mod scene;
+pub mod source;
+pub mod track;
 
 pub use error::{exit, DecodeError, ModelError};
 pub use pipeline::{Face, Pipeline, PipelineConfig, Want};

@@ -34,6 +34,16 @@ struct Cli {
     command: Command,
 }
 
+fn parse_frame_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
+    let w: u32 = w.trim().parse().map_err(|_| "width is not a number")?;
+    let h: u32 = h.trim().parse().map_err(|_| "height is not a number")?;
+    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
+        return Err("width and height must be 16..=8192".into());
+    }
+    Ok((w, h))
+}
+
 fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
     let w: usize = w.trim().parse().map_err(|_| "width is not a number")?;
@@ -153,6 +163,30 @@ enum Command {
         /// Write PNG plots as PREFIX-far.png.
         #[arg(long, value_name = "PREFIX")]
         plots: Option<PathBuf>,
+    },
+    /// Stand at the door: read frames, recognise, decide, and write events (JSON Lines) until
+    /// the source ends or SIGTERM; SIGHUP re-reads the gallery. Settings: `[kiosk]` in --config.
+    Run {
+        /// /dev/videoN (build with --features camera), an image, a directory of images, a
+        /// FILE.mjpeg stream or a raw FILE.yuyv (with --size).
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        gallery: PathBuf,
+        /// Frame size of a camera or a raw YUYV file, WIDTHxHEIGHT.
+        #[arg(long, value_parser = parse_frame_size)]
+        size: Option<(u32, u32)>,
+        /// Replay files at this many frames per second (0: as fast as possible); a camera's rate.
+        #[arg(long, default_value_t = 0.0)]
+        fps: f64,
+        /// Write events to this file (rotated at --events-max-bytes) instead of stdout.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        #[arg(long, default_value_t = 16 << 20)]
+        events_max_bytes: u64,
+        /// Decide on wall-clock time even for files (default: frame number / fps for files).
+        #[arg(long)]
+        wall_clock: bool,
     },
     /// List the models compiled into this binary with their sources.
     Models,
@@ -295,7 +329,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     // Age and gender are only drawn or printed by these; the others skip loading the model.
     if !matches!(
         cli.command,
-        Command::Analyze { .. } | Command::Annotate { .. } | Command::Demo { .. } | Command::Eval { action: EvalAction::Attrs { .. } }
+        Command::Analyze { .. }
+            | Command::Annotate { .. }
+            | Command::Demo { .. }
+            | Command::Run { .. }
+            | Command::Eval { action: EvalAction::Attrs { .. } }
     ) {
         config.attributes = None;
     }
@@ -314,7 +352,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
     let calibration = facegate::eval::calibration_in_force(&ctx, file_config.as_ref());
     // 1:N: without --threshold, identification uses the calibrated rule for the gallery's size.
-    if let (Command::Identify { gallery, .. }, None, Some(cal)) = (&cli.command, cli.threshold, &calibration) {
+    let serving = match &cli.command {
+        Command::Identify { gallery, .. } | Command::Run { gallery, .. } => Some(gallery),
+        _ => None,
+    };
+    if let (Some(gallery), None, Some(cal)) = (serving, cli.threshold, &calibration) {
         let n = ctx.open_gallery(gallery)?.len();
         let (t, past) = cal.threshold_for_gallery(n);
         if past {
@@ -341,6 +383,20 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             commands::annotate(&ctx, &image, &output, gallery.as_deref(), out)
         }
         Command::Demo { output } => commands::demo(&ctx, &output, out),
+        Command::Run { source, gallery, size, fps, events, events_max_bytes, wall_clock } => {
+            let is_camera = source.starts_with("/dev/video");
+            let args = facegate::kiosk::RunArgs {
+                source,
+                gallery,
+                size,
+                fps,
+                events,
+                events_max_bytes,
+                config: file_config.as_ref().and_then(|c| c.kiosk.clone()).unwrap_or_default(),
+                frame_clock: !wall_clock && !is_camera,
+            };
+            facegate::kiosk::run_command(&ctx, args, out)
+        }
         Command::Eval { action: EvalAction::Verify { pairs, images_root, report, plots } } => {
             let args = eval::VerifyArgs { pairs, images_root, report, plots, command: command_line };
             eval::verify(&ctx, &args, out)

@@ -1,0 +1,369 @@
+//! `facegate run`: the loop that stands at the door.
+//!
+//! source → detect (every frame) → track → quality gate → embed (only tracks that still need a
+//! decision, at most every `embed_every` frames) → gallery → policy → events and relay.
+//! Bad frames are logged and skipped; a source that is gone is reopened with backoff; the
+//! gallery is re-read when it changed on disk; a stop request ends the loop cleanly and a reload
+//! request re-reads the gallery (and the caller's configuration).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::act::{unix_now, Actuator, Event, EventSink};
+use crate::gallery::Gallery;
+use crate::pipeline::Pipeline;
+use crate::policy::{Decision, Policy, PolicyConfig};
+use crate::source::{FrameSource, SourceError};
+use crate::track::{check_crop, check_pose, QualityConfig, Tracker, TrackerConfig};
+
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KioskConfig {
+    pub policy: PolicyConfig,
+    pub quality: QualityConfig,
+    pub tracker: TrackerConfig,
+    /// Frames between two embeddings of one track.
+    pub embed_every: u32,
+    /// Relay pulse on a grant, milliseconds.
+    pub pulse_ms: u64,
+    /// Seconds between checks of the gallery file for new commits.
+    pub gallery_refresh_s: f32,
+    /// Age and gender in the decision event (one attribute run per decided track).
+    pub attributes: bool,
+}
+
+impl Default for KioskConfig {
+    fn default() -> Self {
+        KioskConfig {
+            policy: PolicyConfig::default(),
+            quality: QualityConfig::default(),
+            tracker: TrackerConfig::default(),
+            embed_every: 2,
+            pulse_ms: 800,
+            gallery_refresh_s: 1.0,
+            attributes: true,
+        }
+    }
+}
+
+impl KioskConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.policy.validate()?;
+        if self.embed_every == 0 || self.embed_every > 1000 {
+            return Err(format!("embed_every = {} must be 1..=1000", self.embed_every));
+        }
+        if self.pulse_ms == 0 || self.pulse_ms > 60_000 {
+            return Err(format!("pulse_ms = {} must be 1..=60000", self.pulse_ms));
+        }
+        if !(0.0..=3600.0).contains(&self.gallery_refresh_s) {
+            return Err(format!("gallery_refresh_s = {} must be 0..=3600", self.gallery_refresh_s));
+        }
+        if !(0.0..=1.0).contains(&self.tracker.min_iou) {
+            return Err(format!("tracker.min_iou = {} must be 0..=1", self.tracker.min_iou));
+        }
+        Ok(())
+    }
+}
+
+/// The kiosk's clock: wall time for a camera, frame numbers for a replay (so that a replay
+/// decides the same whatever the machine's speed).
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    Wall(Instant),
+    Frames { fps: f64 },
+}
+
+impl Clock {
+    fn now(&self, frame: u64) -> Duration {
+        match *self {
+            Clock::Wall(start) => start.elapsed(),
+            Clock::Frames { fps } => Duration::from_secs_f64(frame as f64 / fps.max(1e-3)),
+        }
+    }
+}
+
+/// Time spent per stage, for the benchmark.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub frames: u64,
+    pub bad_frames: u64,
+    pub decode_s: f64,
+    pub detect_s: f64,
+    pub embed_s: f64,
+    pub match_s: f64,
+    pub embeddings: u64,
+    pub decisions: u64,
+    /// Per-frame latency from asking the source to the end of processing, seconds.
+    pub latencies: Vec<f32>,
+}
+
+/// Stop and reload requests, set from signal handlers.
+#[derive(Clone, Default)]
+pub struct Control {
+    pub stop: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// SIGTERM and SIGINT request a stop, SIGHUP a reload.
+    pub fn from_signals() -> std::io::Result<Control> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let c = Control::default();
+        signal_hook::flag::register(SIGTERM, c.stop.clone())?;
+        signal_hook::flag::register(SIGINT, c.stop.clone())?;
+        signal_hook::flag::register(SIGHUP, c.reload.clone())?;
+        Ok(c)
+    }
+}
+
+/// `facegate run`'s arguments.
+pub struct RunArgs {
+    pub source: String,
+    pub gallery: PathBuf,
+    pub size: Option<(u32, u32)>,
+    pub fps: f64,
+    pub events: Option<PathBuf>,
+    pub events_max_bytes: u64,
+    pub config: KioskConfig,
+    /// Decide on frame-number time (replays) instead of wall time.
+    pub frame_clock: bool,
+}
+
+/// `facegate run`: opens the gallery and the source, then runs the kiosk until the source ends
+/// or SIGTERM. The relay is the dry run until board profiles bring the GPIO line (#7).
+pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn std::io::Write) -> anyhow::Result<crate::commands::Outcome> {
+    use anyhow::Context as _;
+    args.config.validate().map_err(|e| anyhow::anyhow!("kiosk configuration: {e}"))?;
+    let gallery = ctx.open_gallery(&args.gallery)?;
+    let mut source = crate::source::open(&args.source, args.size, args.fps)?;
+    let events = match &args.events {
+        Some(p) => EventSink::file(p, args.events_max_bytes, 5).with_context(|| format!("opening {}", p.display()))?,
+        None => EventSink::Stdout,
+    };
+    let control = Control::from_signals()?;
+    let clock = if args.frame_clock { Clock::Frames { fps: if args.fps > 0.0 { args.fps } else { 25.0 } } } else { Clock::Wall(Instant::now()) };
+    let mut config = args.config;
+    config.policy.threshold = config.policy.threshold.or(Some(ctx.threshold));
+    let mut kiosk = Kiosk { pipeline: &ctx.pipeline, gallery, config, clock, events, relay: Box::new(crate::act::DryRun::default()), control: &control };
+    let stats = kiosk.run(source.as_mut());
+    let (mut lat, n) = (stats.latencies.clone(), stats.frames.max(1) as f64);
+    lat.sort_by(f32::total_cmp);
+    let pct = |p: f64| lat.get(((lat.len().saturating_sub(1)) as f64 * p) as usize).copied().unwrap_or(0.0) * 1000.0;
+    writeln!(
+        out,
+        "# {} frames ({} bad), {} embeddings, {} decisions; per frame: decode {:.1} ms, detect {:.1} ms, embed {:.1} ms, match {:.2} ms; latency p50 {:.1} ms p95 {:.1} ms",
+        stats.frames, stats.bad_frames, stats.embeddings, stats.decisions,
+        stats.decode_s * 1e3 / n, stats.detect_s * 1e3 / n, stats.embed_s * 1e3 / n, stats.match_s * 1e3 / n, pct(0.5), pct(0.95)
+    )
+    .ok();
+    Ok(crate::commands::Outcome::Ok)
+}
+
+pub struct Kiosk<'a> {
+    pub pipeline: &'a Pipeline,
+    pub gallery: Gallery,
+    pub config: KioskConfig,
+    pub clock: Clock,
+    pub events: EventSink,
+    pub relay: Box<dyn Actuator>,
+    pub control: &'a Control,
+}
+
+impl Kiosk<'_> {
+    fn emit(&mut self, mut e: Event, t: Duration) {
+        e.time = unix_now();
+        e.t = (t.as_secs_f64() * 1000.0).round() / 1000.0;
+        if let Err(err) = self.events.write(&e) {
+            log::error!("cannot write an event: {err}");
+        }
+    }
+
+    fn decided(&mut self, d: Decision, frame: u64, t: Duration, attrs: Option<(f32, f32)>) {
+        let opens = d.verdict.opens();
+        let mut relay = None;
+        if opens {
+            let ok = self.relay.pulse(Duration::from_millis(self.config.pulse_ms));
+            if let Err(e) = &ok {
+                log::error!("{e}");
+            }
+            relay = Some(ok.is_ok());
+        }
+        let (age, gender) = match attrs {
+            Some((age, male)) => (Some((age * 10.0).round() / 10.0), Some(if male >= 0.5 { crate::analyze::Gender::Male } else { crate::analyze::Gender::Female })),
+            None => (None, None),
+        };
+        let round = |v: Option<f32>| v.map(|x| (x * 1e4).round() / 1e4);
+        let event = Event {
+            event: if opens { "grant" } else { "refuse" },
+            frame: Some(frame),
+            track: Some(d.track),
+            identity: d.identity.clone(),
+            similarity: round(d.similarity),
+            margin: round(d.margin),
+            embeddings: Some(d.embeddings),
+            decision: Some(d.verdict),
+            age,
+            gender,
+            relay,
+            ..Event::default()
+        };
+        self.emit(event, t);
+    }
+
+    /// Runs until the source ends or a stop is requested.
+    pub fn run(&mut self, source: &mut dyn FrameSource) -> Stats {
+        let mut stats = Stats::default();
+        let mut tracker = Tracker::new(self.config.tracker.clone());
+        let threshold = self.pipeline.embedder.model.manifest.match_threshold.unwrap_or(0.5);
+        let mut policy = Policy::new(self.config.policy.clone(), threshold);
+        let mut last_embed: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+        let mut last_refresh = Instant::now();
+        let mut last_frame = 0u64;
+        let mut backoff = Duration::from_millis(250);
+        let start = Event { event: "start", detail: Some(source.describe()), ..Event::default() };
+        self.emit(start, Duration::ZERO);
+        loop {
+            if self.control.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.control.reload.swap(false, Ordering::Relaxed) {
+                let detail = match self.gallery.refresh() {
+                    Ok(_) => format!("gallery generation {}, {} identities", self.gallery.generation(), self.gallery.len()),
+                    Err(e) => format!("gallery not reloaded: {e}"),
+                };
+                self.emit(Event { event: "reload", detail: Some(detail), ..Event::default() }, self.clock.now(last_frame));
+            }
+            if last_refresh.elapsed().as_secs_f32() >= self.config.gallery_refresh_s {
+                last_refresh = Instant::now();
+                if let Err(e) = self.gallery.refresh() {
+                    log::warn!("gallery not refreshed (the last good state stays in use): {e}");
+                }
+            }
+            let asked = Instant::now();
+            let frame = match source.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(SourceError::BadFrame { number, reason }) => {
+                    stats.bad_frames += 1;
+                    log::warn!("skipping frame {number}: {reason}");
+                    let e = Event { event: "bad_frame", frame: Some(number), detail: Some(reason), ..Event::default() };
+                    self.emit(e, self.clock.now(number));
+                    continue;
+                }
+                Err(SourceError::Gone { what, reason }) => {
+                    let e = Event { event: "source_gone", detail: Some(format!("{what}: {reason}")), ..Event::default() };
+                    self.emit(e, self.clock.now(last_frame));
+                    loop {
+                        if self.control.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        match source.reopen() {
+                            Ok(()) => {
+                                backoff = Duration::from_millis(250);
+                                let e = Event { event: "source_back", detail: Some(source.describe()), ..Event::default() };
+                                self.emit(e, self.clock.now(last_frame));
+                                break;
+                            }
+                            Err(SourceError::Config { what, reason }) => {
+                                let e = Event { event: "source_lost", detail: Some(format!("{what}: {reason}")), ..Event::default() };
+                                self.emit(e, self.clock.now(last_frame));
+                                self.control.stop.store(true, Ordering::Relaxed);
+                            }
+                            Err(e) => log::warn!("still gone: {e}"),
+                        }
+                    }
+                    continue;
+                }
+                Err(e @ SourceError::Config { .. }) => {
+                    self.emit(Event { event: "source_lost", detail: Some(e.to_string()), ..Event::default() }, self.clock.now(last_frame));
+                    break;
+                }
+            };
+            stats.decode_s += asked.elapsed().as_secs_f64();
+            stats.frames += 1;
+            last_frame = frame.number;
+            let now = self.clock.now(frame.number);
+            let t0 = Instant::now();
+            let detections: Vec<_> = match self.pipeline.detector.detect(&frame.image) {
+                Ok(d) => d.into_iter().collect(),
+                Err(e) => {
+                    log::error!("frame {}: detection failed: {e}", frame.number);
+                    continue;
+                }
+            };
+            stats.detect_s += t0.elapsed().as_secs_f64();
+            let update = tracker.update(frame.number, &detections);
+            for &(di, track) in &update.assigned {
+                if !policy.undecided(track) {
+                    continue;
+                }
+                if let Some(d) = policy.tick(track, now) {
+                    stats.decisions += 1;
+                    self.decided(d, frame.number, now, None);
+                    continue;
+                }
+                if last_embed.get(&track).is_some_and(|&f| frame.number < f + self.config.embed_every as u64) {
+                    continue;
+                }
+                let det = &detections[di];
+                if check_pose(&self.config.quality, &det.landmarks).is_err() {
+                    continue;
+                }
+                let t1 = Instant::now();
+                let embedded = self.pipeline.embedder.crop(&frame.image, &det.landmarks).and_then(|crop| {
+                    Ok(match check_crop(&self.config.quality, &crop) {
+                        Ok(_) => Some(self.pipeline.embedder.embed_crop(&crop)?),
+                        Err(_) => None,
+                    })
+                });
+                stats.embed_s += t1.elapsed().as_secs_f64();
+                let embedding = match embedded {
+                    Ok(Some(e)) => e,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::error!("frame {}: embedding failed: {e}", frame.number);
+                        continue;
+                    }
+                };
+                last_embed.insert(track, frame.number);
+                stats.embeddings += 1;
+                let t2 = Instant::now();
+                let best = self.gallery.best(&embedding).unwrap_or_else(|e| {
+                    log::error!("matching failed: {e}");
+                    None
+                });
+                stats.match_s += t2.elapsed().as_secs_f64();
+                if let Some(d) = policy.observe(track, now, best) {
+                    stats.decisions += 1;
+                    let attrs = match (&self.pipeline.attributes, self.config.attributes) {
+                        (Some(a), true) => a.predict(&frame.image, &det.landmarks).ok(),
+                        _ => None,
+                    };
+                    self.decided(d, frame.number, now, attrs);
+                }
+            }
+            for track in update.ended {
+                last_embed.remove(&track);
+                if let Some(d) = policy.end(track, now) {
+                    stats.decisions += 1;
+                    self.decided(d, frame.number, now, None);
+                }
+            }
+            stats.latencies.push(asked.elapsed().as_secs_f32());
+        }
+        let now = self.clock.now(last_frame);
+        for track in tracker.end_all() {
+            if let Some(d) = policy.end(track, now) {
+                stats.decisions += 1;
+                self.decided(d, last_frame, now, None);
+            }
+        }
+        let stop = Event { event: "stop", frame: Some(last_frame), detail: Some(format!("{} frames, {} bad", stats.frames, stats.bad_frames)), ..Event::default() };
+        self.emit(stop, now);
+        stats
+    }
+}

@@ -1,0 +1,293 @@
+//! The door decision: when does a tracked face open the door?
+//!
+//! A track is **granted** when one identity reaches similarity ≥ `threshold` and margin ≥
+//! `margin` (to the next identity) in at least `k` of the track's last `n` embeddings. It is
+//! **refused** when `n` embeddings have been seen without that (reason `unknown` when most of
+//! them matched no one at the threshold, `ambiguous` otherwise), when it takes longer than
+//! `max_decision_s`, or when the face leaves before a decision. Each track is decided once.
+//! A granted identity is not granted again (no relay pulse) for `cooldown_s`; such a track is
+//! reported as `cooldown`. Thresholds come from the embedder's calibration unless configured.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::gallery::Match;
+
+/// Most embeddings a track's window holds.
+pub const MAX_WINDOW: usize = 16;
+
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Cosine similarity to count as a match [default: the embedder's calibrated threshold].
+    pub threshold: Option<f32>,
+    /// Least margin to the next identity.
+    pub margin: f32,
+    /// Matches needed ...
+    pub k: usize,
+    /// ... among the last `n` embeddings of a track.
+    pub n: usize,
+    /// Seconds after a grant in which the same identity is not granted again.
+    pub cooldown_s: f32,
+    /// Seconds from a track's first embedding to its decision at most.
+    pub max_decision_s: f32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { threshold: None, margin: 0.05, k: 2, n: 4, cooldown_s: 10.0, max_decision_s: 5.0 }
+    }
+}
+
+impl PolicyConfig {
+    /// Checks the fields, naming the one that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(t) = self.threshold {
+            if !(-1.0..=1.0).contains(&t) {
+                return Err(format!("policy.threshold = {t} is outside [-1, 1]"));
+            }
+        }
+        if !(0.0..=2.0).contains(&self.margin) {
+            return Err(format!("policy.margin = {} is outside [0, 2]", self.margin));
+        }
+        if self.n == 0 || self.n > MAX_WINDOW {
+            return Err(format!("policy.n = {} must be 1..={MAX_WINDOW}", self.n));
+        }
+        if self.k == 0 || self.k > self.n {
+            return Err(format!("policy.k = {} must be 1..=n ({})", self.k, self.n));
+        }
+        for (name, v) in [("cooldown_s", self.cooldown_s), ("max_decision_s", self.max_decision_s)] {
+            if !(0.0..=86_400.0).contains(&v) {
+                return Err(format!("policy.{name} = {v} is outside [0, 86400]"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the policy decided for a track.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Open the door.
+    Granted,
+    /// The identity was granted less than the cooldown ago: no second pulse.
+    Cooldown,
+    /// Not enough agreement: most embeddings matched no one.
+    Unknown,
+    /// Matches, but not `k` of `n` agreeing with enough margin.
+    Ambiguous,
+    /// No decision within `max_decision_s`.
+    Timeout,
+    /// The face left before a decision.
+    Left,
+}
+
+impl Verdict {
+    pub fn opens(&self) -> bool {
+        *self == Verdict::Granted
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Decision {
+    pub track: u64,
+    pub verdict: Verdict,
+    /// The identity granted, or the best candidate of a refusal.
+    pub identity: Option<String>,
+    /// Best similarity and margin of that identity over the window.
+    pub similarity: Option<f32>,
+    pub margin: Option<f32>,
+    /// Embeddings the decision rests on.
+    pub embeddings: usize,
+}
+
+#[derive(Default)]
+struct TrackState {
+    window: heapless::Deque<Option<Match>, MAX_WINDOW>,
+    seen: usize,
+    first: Option<Duration>,
+    decided: bool,
+}
+
+pub struct Policy {
+    config: PolicyConfig,
+    threshold: f32,
+    tracks: HashMap<u64, TrackState>,
+    last_grant: HashMap<String, Duration>,
+}
+
+impl Policy {
+    /// `default_threshold` is used when the configuration has none.
+    pub fn new(config: PolicyConfig, default_threshold: f32) -> Policy {
+        let threshold = config.threshold.unwrap_or(default_threshold);
+        Policy { config, threshold, tracks: HashMap::new(), last_grant: HashMap::new() }
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Whether `track` still wants embeddings.
+    pub fn undecided(&self, track: u64) -> bool {
+        !self.tracks.get(&track).is_some_and(|t| t.decided)
+    }
+
+    /// The identity with the most embeddings that clear the threshold and the margin (ties: the
+    /// higher similarity): (identity, those embeddings, its best similarity, its best margin).
+    fn summary<'a>(&self, t: &'a TrackState) -> Option<(&'a str, usize, f32, f32)> {
+        let mut best: Option<(&str, usize, f32, f32)> = None;
+        for m in t.window.iter().flatten() {
+            let same = t.window.iter().flatten().filter(|o| o.identity == m.identity);
+            let hits = same.clone().filter(|o| o.similarity >= self.threshold && o.margin >= self.config.margin).count();
+            let sim = same.clone().map(|o| o.similarity).fold(f32::MIN, f32::max);
+            let margin = same.map(|o| o.margin).fold(f32::MIN, f32::max);
+            if best.is_none_or(|b| (hits, sim) > (b.1, b.2)) {
+                best = Some((&m.identity, hits, sim, margin));
+            }
+        }
+        best
+    }
+
+    fn decide(&mut self, track: u64, now: Duration, verdict: Verdict) -> Decision {
+        let t = self.tracks.entry(track).or_default();
+        t.decided = true;
+        let seen = t.seen;
+        let t = &self.tracks[&track];
+        let best = self.summary(t).map(|(i, _, s, m)| (i.to_string(), s, m));
+        let mut verdict = verdict;
+        if verdict == Verdict::Granted {
+            let id = best.as_ref().map(|b| b.0.clone()).unwrap_or_default();
+            let cooling = self.last_grant.get(&id).is_some_and(|&g| now.saturating_sub(g).as_secs_f32() < self.config.cooldown_s);
+            if cooling {
+                verdict = Verdict::Cooldown;
+            } else {
+                self.last_grant.insert(id, now);
+            }
+        }
+        Decision {
+            track,
+            verdict,
+            identity: best.as_ref().map(|b| b.0.clone()),
+            similarity: best.as_ref().map(|b| b.1),
+            margin: best.as_ref().map(|b| b.2),
+            embeddings: seen,
+        }
+    }
+
+    /// Records one embedding's best match (`None`: the gallery is empty) for `track` at time
+    /// `now`; returns the decision when this embedding settles it.
+    pub fn observe(&mut self, track: u64, now: Duration, best: Option<Match>) -> Option<Decision> {
+        let n = self.config.n;
+        let t = self.tracks.entry(track).or_default();
+        if t.decided {
+            return None;
+        }
+        t.first.get_or_insert(now);
+        if t.window.len() == n {
+            t.window.pop_front();
+        }
+        // Cannot fail: the window holds fewer than n <= MAX_WINDOW entries here.
+        let _ = t.window.push_back(best);
+        t.seen += 1;
+        let t = &self.tracks[&track];
+        let (hits, seen) = (self.summary(t).map_or(0, |c| c.1), t.seen);
+        if hits >= self.config.k {
+            return Some(self.decide(track, now, Verdict::Granted));
+        }
+        if seen >= n {
+            let matched = t.window.iter().flatten().filter(|m| m.similarity >= self.threshold).count();
+            let verdict = if matched * 2 < t.window.len() { Verdict::Unknown } else { Verdict::Ambiguous };
+            return Some(self.decide(track, now, verdict));
+        }
+        self.tick(track, now)
+    }
+
+    /// Times out `track` if its decision is overdue.
+    pub fn tick(&mut self, track: u64, now: Duration) -> Option<Decision> {
+        let t = self.tracks.get(&track)?;
+        let overdue = t.first.is_some_and(|f| now.saturating_sub(f).as_secs_f32() > self.config.max_decision_s);
+        (!t.decided && overdue).then(|| self.decide(track, now, Verdict::Timeout))
+    }
+
+    /// The track ended; an undecided track that was embedded at least once is refused.
+    pub fn end(&mut self, track: u64, now: Duration) -> Option<Decision> {
+        let decision = match self.tracks.get(&track) {
+            Some(t) if !t.decided && t.seen > 0 => Some(self.decide(track, now, Verdict::Left)),
+            _ => None,
+        };
+        self.tracks.remove(&track);
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: &str, sim: f32, margin: f32) -> Option<Match> {
+        Some(Match { identity: id.into(), similarity: sim, margin })
+    }
+
+    fn policy() -> Policy {
+        Policy::new(PolicyConfig { threshold: Some(0.5), margin: 0.1, k: 2, n: 4, cooldown_s: 10.0, max_decision_s: 3.0 }, 0.9)
+    }
+
+    fn s(x: f32) -> Duration {
+        Duration::from_secs_f32(x)
+    }
+
+    #[test]
+    fn two_of_four_grant_and_a_track_is_decided_once() {
+        let mut p = policy();
+        assert_eq!(p.observe(1, s(0.0), m("ada", 0.7, 0.3)), None);
+        assert_eq!(p.observe(1, s(0.1), m("bob", 0.55, 0.02)), None, "margin too small to count");
+        let d = p.observe(1, s(0.2), m("ada", 0.6, 0.2)).unwrap();
+        assert_eq!((d.verdict, d.identity.as_deref(), d.similarity, d.embeddings), (Verdict::Granted, Some("ada"), Some(0.7), 3));
+        assert!(!p.undecided(1));
+        assert_eq!(p.observe(1, s(0.3), m("ada", 0.9, 0.5)), None);
+        assert_eq!(p.end(1, s(0.4)), None);
+    }
+
+    #[test]
+    fn strangers_and_ambiguity_are_refused_after_n() {
+        let mut p = policy();
+        for i in 0..3 {
+            assert_eq!(p.observe(2, s(i as f32 * 0.1), m("ada", 0.2, 0.1)), None);
+        }
+        assert_eq!(p.observe(2, s(0.3), m("ada", 0.6, 0.3)).unwrap().verdict, Verdict::Unknown);
+        for i in 0..3 {
+            assert_eq!(p.observe(3, s(i as f32 * 0.1), m(["ada", "bob", "cy"][i], 0.6, 0.3)), None);
+        }
+        assert_eq!(p.observe(3, s(0.3), m("dee", 0.6, 0.3)).unwrap().verdict, Verdict::Ambiguous);
+        assert_eq!(p.observe(4, s(0.0), None), None, "empty gallery");
+    }
+
+    #[test]
+    fn cooldown_timeout_and_leaving() {
+        let mut p = policy();
+        p.observe(1, s(0.0), m("ada", 0.7, 0.3));
+        assert_eq!(p.observe(1, s(0.1), m("ada", 0.7, 0.3)).unwrap().verdict, Verdict::Granted);
+        p.observe(2, s(5.0), m("ada", 0.7, 0.3));
+        let d = p.observe(2, s(5.1), m("ada", 0.7, 0.3)).unwrap();
+        assert_eq!(d.verdict, Verdict::Cooldown);
+        assert!(!d.verdict.opens());
+        p.observe(3, s(20.0), m("ada", 0.7, 0.3));
+        assert_eq!(p.observe(3, s(20.1), m("ada", 0.7, 0.3)).unwrap().verdict, Verdict::Granted, "cooldown over");
+        p.observe(4, s(30.0), m("bob", 0.2, 0.1));
+        assert_eq!(p.tick(4, s(32.0)), None);
+        assert_eq!(p.tick(4, s(33.5)).unwrap().verdict, Verdict::Timeout);
+        p.observe(5, s(40.0), m("bob", 0.2, 0.1));
+        assert_eq!(p.end(5, s(40.5)).unwrap().verdict, Verdict::Left);
+        assert_eq!(p.end(6, s(41.0)), None, "never embedded: nothing to report");
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let bad = PolicyConfig { k: 5, n: 4, ..PolicyConfig::default() };
+        assert!(bad.validate().unwrap_err().contains("policy.k"));
+        let bad = PolicyConfig { threshold: Some(1.5), ..PolicyConfig::default() };
+        assert!(bad.validate().unwrap_err().contains("policy.threshold"));
+        assert!(PolicyConfig::default().validate().is_ok());
+    }
+}
