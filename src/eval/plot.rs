@@ -148,9 +148,17 @@ fn log_clamp(v: f64, lo: f64) -> f64 {
     v.max(lo).min(1.0)
 }
 
-/// ROC: TAR against FAR on a log axis, with the marked operating points (label, FAR, TAR).
-pub fn roc(path: &Path, title: &str, curve: &[(f64, f64)], marks: &[(String, f64, f64)]) -> Result<()> {
-    let lo = floor_decade(curve.iter().map(|p| p.0).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(1e-6);
+/// A rate curve on a log x axis from `lo` (a decade below the smallest nonzero x, at least
+/// `min_lo`) to 1, with the marked operating points (label, x, y).
+fn log_curve(
+    path: &Path,
+    title: &str,
+    axes: (&str, &str),
+    curve: &[(f64, f64)],
+    marks: &[(String, f64, f64)],
+    min_lo: f64,
+) -> Result<()> {
+    let lo = floor_decade(curve.iter().map(|p| p.0).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(min_lo);
     render(path, |root| {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, 18)
@@ -161,18 +169,24 @@ pub fn roc(path: &Path, title: &str, curve: &[(f64, f64)], marks: &[(String, f64
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("false accept rate (impostor pairs accepted)")
-            .y_desc("true accept rate")
+            .x_desc(axes.0)
+            .y_desc(axes.1)
             .x_label_formatter(&|v| format!("{v:.0e}"))
             .label_style(("sans-serif", 10))
             .axis_desc_style(("sans-serif", 10))
             .draw()
             .map_err(err)?;
         chart
-            .draw_series(LineSeries::new(curve.iter().map(|&(f, t)| (log_clamp(f, lo), t)), GENUINE.stroke_width(2)))
+            .draw_series(LineSeries::new(curve.iter().map(|&(x, y)| (log_clamp(x, lo), y)), GENUINE.stroke_width(2)))
             .map_err(err)?;
         marks_on(&mut chart, marks, lo)
     })
+}
+
+/// ROC: TAR against FAR on a log axis, with the marked operating points (label, FAR, TAR).
+pub fn roc(path: &Path, title: &str, curve: &[(f64, f64)], marks: &[(String, f64, f64)]) -> Result<()> {
+    let axes = ("false accept rate (impostor pairs accepted)", "true accept rate");
+    log_curve(path, title, axes, curve, marks, 1e-6)
 }
 
 fn marks_on<DB: DrawingBackend, CT: plotters::coord::CoordTranslate<From = (f64, f64)>>(
@@ -327,29 +341,8 @@ pub fn cmc(path: &Path, title: &str, rates: &[f64]) -> Result<()> {
 
 /// Open-set: DIR against FPIR on a log axis, with marked points.
 pub fn dir_fpir(path: &Path, title: &str, curve: &[(f64, f64)], marks: &[(String, f64, f64)]) -> Result<()> {
-    let lo = floor_decade(curve.iter().map(|p| p.0).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(1e-5);
-    render(path, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, 18)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
-            .build_cartesian_2d((lo..1.0).log_scale(), 0.0..1.0)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("false positive identification rate (unknown faces named)")
-            .y_desc("detection and identification rate")
-            .x_label_formatter(&|v| format!("{v:.0e}"))
-            .label_style(("sans-serif", 10))
-            .axis_desc_style(("sans-serif", 10))
-            .draw()
-            .map_err(err)?;
-        chart
-            .draw_series(LineSeries::new(curve.iter().map(|&(f, d)| (log_clamp(f, lo), d)), GENUINE.stroke_width(2)))
-            .map_err(err)?;
-        marks_on(&mut chart, marks, lo)
-    })
+    let axes = ("false positive identification rate (unknown faces named)", "detection and identification rate");
+    log_curve(path, title, axes, curve, marks, 1e-5)
 }
 
 /// Grouped bars: one group per band, one bar per series (name, value per band).
