@@ -171,21 +171,13 @@ pub fn read_export(key: ModelKey, from: &Path) -> Result<Vec<Person>> {
 
 /// `gallery import`: every identity of an export in one commit, or none.
 pub fn import(key: ModelKey, path: &Path, from: &Path, dtype: Dtype, out: &mut dyn Write) -> Result<Outcome> {
-    if !path.exists() {
-        // Checked now so that a bad export does not leave an empty new gallery behind.
-        read_export(key, from)?;
-    }
+    // Read and checked before the gallery is opened or created, so that a bad export leaves no
+    // empty new gallery behind.
     let people = read_export(key, from)?;
     let mut w = GalleryWriter::open_or_create(path, key, dtype)?;
     w.enrol(&people)?;
     writeln!(out, "imported {} identities; the gallery holds {}", people.len(), w.gallery().len())?;
     Ok(Outcome::Ok)
-}
-
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -206,7 +198,7 @@ pub fn enroll_tree(ctx: &Context, path: &Path, root: &Path, options: EnrolOption
     for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
         let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let before = photos.len();
-        photos.extend(sorted_entries(&dir)?.into_iter().filter(|p| is_image(p)).map(|p| (names.len(), p)));
+        photos.extend(crate::eval::inputs::images_in(&dir)?.into_iter().map(|p| (names.len(), p)));
         if photos.len() > before {
             names.push(name);
         }

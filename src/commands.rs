@@ -308,7 +308,7 @@ pub fn enrol_embeddings(
         }
     }
     let g = writer.gallery();
-    Ok(g.find(name).and_then(|id| g.identities().find(|i| i.id == id)).map_or(0, |i| i.templates as usize))
+    Ok(g.find(name).and_then(|id| g.identity(id)).map_or(0, |i| i.templates as usize))
 }
 
 /// `enroll`: adds one template per image to `name`. All images must succeed or nothing is

@@ -4,7 +4,7 @@
 //! come out upright. Decoding errors are values, never panics.
 
 use std::io::Cursor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::{ImageDecoder, ImageReader, RgbImage};
 
@@ -49,6 +49,20 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
 
 /// Walks the JPEG's marker segments and entropy-coded scans up to the end-of-image marker.
 /// `false` when the data runs out first (a truncated file) or the structure is broken.
+/// Image files (jpg, jpeg, png; case-insensitive) directly in `dir`, sorted by name.
+pub fn images_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) && p.is_file() {
+            v.push(p);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
 pub fn jpeg_is_complete(b: &[u8]) -> bool {
     if b.len() < 4 || b[0] != 0xFF || b[1] != 0xD8 {
         return false;

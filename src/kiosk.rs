@@ -95,9 +95,14 @@ pub struct Stats {
     pub match_s: f64,
     pub embeddings: u64,
     pub decisions: u64,
-    /// Per-frame latency from asking the source to the end of processing, seconds.
+    /// Per-frame latency from asking the source to the end of processing, seconds: the last
+    /// `LATENCY_WINDOW` frames (in no particular order), so that a kiosk running for months
+    /// does not grow.
     pub latencies: Vec<f32>,
 }
+
+/// Frames whose latency [`Stats`] keeps.
+pub const LATENCY_WINDOW: usize = 8192;
 
 /// Stop and reload requests, set from signal handlers.
 #[derive(Clone, Default)]
@@ -353,7 +358,12 @@ impl Kiosk<'_> {
                     self.decided(d, frame.number, now, None);
                 }
             }
-            stats.latencies.push(asked.elapsed().as_secs_f32());
+            let latency = asked.elapsed().as_secs_f32();
+            if stats.latencies.len() < LATENCY_WINDOW {
+                stats.latencies.push(latency);
+            } else {
+                stats.latencies[stats.frames as usize % LATENCY_WINDOW] = latency;
+            }
         }
         let now = self.clock.now(last_frame);
         for track in tracker.end_all() {

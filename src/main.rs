@@ -34,10 +34,16 @@ struct Cli {
     command: Command,
 }
 
-fn parse_frame_size(s: &str) -> Result<(u32, u32), String> {
+/// `WIDTHxHEIGHT` as numbers.
+fn parse_wxh(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
-    let w: u32 = w.trim().parse().map_err(|_| "width is not a number")?;
-    let h: u32 = h.trim().parse().map_err(|_| "height is not a number")?;
+    let w = w.trim().parse().map_err(|_| "width is not a number")?;
+    let h = h.trim().parse().map_err(|_| "height is not a number")?;
+    Ok((w, h))
+}
+
+fn parse_frame_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = parse_wxh(s)?;
     if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
         return Err("width and height must be 16..=8192".into());
     }
@@ -45,13 +51,11 @@ fn parse_frame_size(s: &str) -> Result<(u32, u32), String> {
 }
 
 fn parse_size(s: &str) -> Result<[usize; 2], String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
-    let w: usize = w.trim().parse().map_err(|_| "width is not a number")?;
-    let h: usize = h.trim().parse().map_err(|_| "height is not a number")?;
+    let (w, h) = parse_wxh(s)?;
     if w == 0 || h == 0 || !w.is_multiple_of(32) || !h.is_multiple_of(32) || w > 4096 || h > 4096 {
         return Err("width and height must be multiples of 32 between 32 and 4096".into());
     }
-    Ok([h, w])
+    Ok([h as usize, w as usize])
 }
 
 #[derive(Subcommand)]

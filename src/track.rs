@@ -9,7 +9,7 @@
 use image::RgbImage;
 
 use crate::align::Point;
-use crate::detect::{BBox, Detection};
+use crate::detect::Detection;
 
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,10 +41,6 @@ pub struct Tracker {
     config: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
-}
-
-fn centre(b: &BBox) -> Point {
-    Point { x: (b.x0 + b.x1) / 2.0, y: (b.y0 + b.y1) / 2.0 }
 }
 
 /// Mean landmark displacement divided by the face's diagonal.
@@ -126,10 +122,6 @@ impl Tracker {
         self.tracks.drain(..).map(|t| t.id).collect()
     }
 
-    /// The centre of a live track, for events.
-    pub fn centre(&self, id: u64) -> Option<Point> {
-        self.tracks.iter().find(|t| t.id == id).map(|t| centre(&t.detection.bbox))
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -243,6 +235,7 @@ pub fn check_crop(c: &QualityConfig, crop: &RgbImage) -> Result<f32, Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::BBox;
     use proptest::prelude::*;
 
     fn det(x: f32, y: f32, size: f32) -> Detection {

@@ -201,16 +201,7 @@ pub fn parse_labels(text: &str, root: &Path) -> Result<Vec<Label>> {
 
 /// Image files (jpg, jpeg, png; case-insensitive) directly in `dir`, sorted.
 pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let p = e?.path();
-        let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) && p.is_file() {
-            v.push(p);
-        }
-    }
-    v.sort();
-    Ok(v)
+    crate::frame::images_in(dir).with_context(|| format!("reading {}", dir.display()))
 }
 
 /// A folder per person: `dir/NAME/*.jpg`. Images directly in `dir` are not anybody's and are

@@ -118,6 +118,25 @@ impl<'a> DrawingBackend for Glyphs<'a> {
 pub const WIDTH: u32 = 800;
 pub const HEIGHT: u32 = 600;
 
+/// The chart every plot starts from: its title, margin and axis label areas.
+fn frame<'a, 'b, DB: DrawingBackend>(root: &'a DrawingArea<DB, plotters::coord::Shift>, title: &str) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(title, 18).margin(12).x_label_area_size(44).y_label_area_size(56);
+    b
+}
+
+/// The series legend, top left.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(chart: &mut ChartContext<'a, DB, CT>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 10))
+        .draw()
+        .map_err(err)
+}
+
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e:?}")
 }
@@ -160,11 +179,7 @@ fn log_curve(
 ) -> Result<()> {
     let lo = floor_decade(curve.iter().map(|p| p.0).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(min_lo);
     render(path, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, 18)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
+        let mut chart = frame(&root, title)
             .build_cartesian_2d((lo..1.0).log_scale(), 0.0..1.0)
             .map_err(err)?;
         chart
@@ -213,11 +228,7 @@ pub fn det(path: &Path, title: &str, curve: &[(f64, f64)], marks: &[(String, f64
     let lo_x = floor_decade(curve.iter().map(|p| p.0).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(1e-6);
     let lo_y = floor_decade(curve.iter().map(|p| p.1).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(1e-4);
     render(path, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, 18)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
+        let mut chart = frame(&root, title)
             .build_cartesian_2d((lo_x..1.0).log_scale(), (lo_y..1.0).log_scale())
             .map_err(err)?;
         chart
@@ -267,11 +278,7 @@ pub fn histogram(path: &Path, title: &str, genuine: &[f32], impostor: &[f32], th
     let (g, i) = (hist(genuine), hist(impostor));
     let top = g.iter().chain(&i).copied().fold(0.0, f64::max) * 1.1 + 1e-9;
     render(path, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, 18)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
+        let mut chart = frame(&root, title)
             .build_cartesian_2d(LO..1.0, 0.0..top)
             .map_err(err)?;
         chart
@@ -299,14 +306,7 @@ pub fn histogram(path: &Path, title: &str, genuine: &[f32], impostor: &[f32], th
                 .draw_series(std::iter::once(Text::new(label.clone(), (t, top * 0.97), ("sans-serif", 10).into_font().color(&BLACK))))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 10))
-            .draw()
-            .map_err(err)
+        legend(&mut chart)
     })
 }
 
@@ -314,11 +314,7 @@ pub fn histogram(path: &Path, title: &str, genuine: &[f32], impostor: &[f32], th
 pub fn cmc(path: &Path, title: &str, rates: &[f64]) -> Result<()> {
     let lo = (rates.iter().copied().fold(1.0, f64::min) - 0.05).clamp(0.0, 0.95);
     render(path, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, 18)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
+        let mut chart = frame(&root, title)
             .build_cartesian_2d(1.0..(rates.len().max(2) as f64), lo..1.0)
             .map_err(err)?;
         chart
@@ -352,11 +348,7 @@ pub fn bars(path: &Path, title: &str, y_desc: &str, bands: &[String], series: &[
     let groups = bands.len().max(1);
     let width = 0.8 / series.len().max(1) as f64;
     render(path, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, 18)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
+        let mut chart = frame(&root, title)
             .build_cartesian_2d(0.0..groups as f64, 0.0..top)
             .map_err(err)?;
         chart
@@ -394,14 +386,7 @@ pub fn bars(path: &Path, title: &str, y_desc: &str, bands: &[String], series: &[
                 }))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 10))
-            .draw()
-            .map_err(err)
+        legend(&mut chart)
     })
 }
 
@@ -412,11 +397,7 @@ pub fn far_curve(path: &Path, title: &str, curve: &[(f64, f64)], chosen: (f64, f
     let x_lo = curve.iter().map(|p| p.0).fold(f64::INFINITY, f64::min).max(-1.0);
     let x_hi = curve.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max).min(1.0) + 0.05;
     render(path, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, 18)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(56)
+        let mut chart = frame(&root, title)
             .build_cartesian_2d(x_lo..x_hi, (lo..1.0).log_scale())
             .map_err(err)?;
         chart

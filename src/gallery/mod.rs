@@ -403,14 +403,15 @@ impl Gallery {
         self.slots.iter().position(|s| s.live && self.name_of(s) == name).map(|i| i as u64)
     }
 
+    /// A live identity by id.
+    pub fn identity(&self, id: u64) -> Option<IdentityInfo<'_>> {
+        let s = self.slots.get(id as usize).filter(|s| s.live)?;
+        Some(IdentityInfo { id, name: self.name_of(s), templates: s.templates, created: s.created })
+    }
+
     /// Live identities in enrolment order.
     pub fn identities(&self) -> impl Iterator<Item = IdentityInfo<'_>> {
-        self.slots.iter().enumerate().filter(|(_, s)| s.live).map(|(i, s)| IdentityInfo {
-            id: i as u64,
-            name: self.name_of(s),
-            templates: s.templates,
-            created: s.created,
-        })
+        (0..self.slots.len() as u64).filter_map(|id| self.identity(id))
     }
 
     pub fn info(&self) -> Info {

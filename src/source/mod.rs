@@ -50,12 +50,6 @@ pub trait FrameSource: Send {
     }
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
-}
-
 /// A list of image files, in order; one file is a list of one.
 pub struct ImageFiles {
     what: String,
@@ -70,12 +64,7 @@ impl ImageFiles {
         let what = path.display().to_string();
         let config = |reason: String| SourceError::Config { what: what.clone(), reason };
         let files = if path.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| config(e.to_string()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_image(p))
-                .collect();
-            v.sort();
+            let v = crate::frame::images_in(path).map_err(|e| config(e.to_string()))?;
             if v.is_empty() {
                 return Err(config("no JPEG or PNG files in the directory".into()));
             }
