@@ -3,10 +3,12 @@
 //! watches resident memory and error events.
 //!
 //! ```text
-//! cargo bench --bench kiosk_replay -- [--frames 150] [--detector-size 640x480] [--out FILE]
+//! cargo bench --bench kiosk_replay -- [--frames 150] [--detector-size WxH] [--out FILE]
 //! cargo bench --bench kiosk_replay -- --soak-minutes 30 [--out FILE]
 //! ```
 //!
+//! The detector input is the kiosk's default (`[kiosk] detector_size`) unless `--detector-size`
+//! says otherwise; the person is enrolled with the full-size detector, as `facegate enroll` does.
 //! Benchmark: one enrolled person standing in view (the face 200–260 px high), `--frames`
 //! frames, replayed as fast as the loop goes (a camera would drop frames instead), three runs;
 //! medians of the runs. Soak: the full scene of `facegate::scene` (known person, stranger, both,
@@ -17,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use facegate::act::{DryRun, Event, EventSink};
-use facegate::detect::DetectorConfig;
 use facegate::gallery::{Dtype, Gallery, GalleryWriter, ModelKey, Person};
 use facegate::kiosk::{Clock, Control, Kiosk, KioskConfig, Stats};
 use facegate::pipeline::{Pipeline, PipelineConfig, Want};
@@ -50,34 +51,33 @@ fn main() {
     let soak_minutes: Option<f64> = arg("--soak-minutes");
     let n_frames: usize = arg("--frames").unwrap_or(150);
     let out: Option<String> = arg("--out");
-    let mut config = PipelineConfig::default();
+    let mut kiosk_config = KioskConfig::default();
     if let Some(size) = arg::<String>("--detector-size") {
-        let (w, h) = size.split_once('x').expect("--detector-size WxH");
-        let manifest = facegate::model::embedded_manifest(&config.detector).unwrap();
-        let mut d = DetectorConfig::from_manifest(&manifest);
-        d.sizes = vec![[h.parse().unwrap(), w.parse().unwrap()]];
-        config.detector_config = Some(d);
+        kiosk_config.detector_size = size;
     }
-    let pipeline = Pipeline::new(&config).unwrap();
+    let detector_size = kiosk_config.detector_size.clone();
+    let pipeline = Pipeline::new(&kiosk_config.pipeline_config(PipelineConfig::default()).unwrap()).unwrap();
+    let enrolling = Pipeline::new(&PipelineConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = ModelKey { dim: pipeline.embedder.dim(), fingerprint: facegate::model::fingerprint("mobilefacenet").unwrap() };
     let gallery_path = dir.path().join("door.fgg");
     let templates = ["obama.jpg", "obama2.jpg"]
         .iter()
-        .map(|p| pipeline.analyze(&sample(p), Want { embedding: true, attributes: false }).unwrap()[0].analysis.embedding.clone().unwrap())
+        .map(|p| enrolling.analyze(&sample(p), Want { embedding: true, attributes: false }).unwrap()[0].analysis.embedding.clone().unwrap())
         .collect();
     GalleryWriter::create(&gallery_path, key, Dtype::F32).unwrap().enrol(&[Person { name: "obama".into(), templates }]).unwrap();
-    let known = scene::face_patch(&pipeline, &sample("obama3.jpg")).unwrap();
-    let stranger = scene::face_patch(&pipeline, &sample("biden.jpg")).unwrap();
+    let known = scene::face_patch(&enrolling, &sample("obama3.jpg")).unwrap();
+    let stranger = scene::face_patch(&enrolling, &sample("biden.jpg")).unwrap();
     let control = Control::default();
     let threshold = pipeline.embedder.model.manifest.match_threshold;
     let run_once = |path: &std::path::Path, events: Arc<Mutex<Vec<Event>>>| -> Stats {
-        let mut kc = KioskConfig::default();
+        let mut kc = kiosk_config.clone();
         kc.policy.threshold = threshold;
         let mut kiosk = Kiosk {
             pipeline: &pipeline,
             gallery: Gallery::open(&gallery_path, key).unwrap(),
             config: kc,
+            config_file: None,
             clock: Clock::Frames { fps: 25.0 },
             events: EventSink::Memory(events),
             relay: Box::new(DryRun::default()),
@@ -112,7 +112,7 @@ fn main() {
         let last = rss.last().unwrap().1;
         let peak = rss.iter().map(|r| r.1).max().unwrap();
         serde_json::json!({
-            "mode": "soak", "minutes": start.elapsed().as_secs_f64() / 60.0, "passes": passes, "frames": frames,
+            "mode": "soak", "detector_size": detector_size, "minutes": start.elapsed().as_secs_f64() / 60.0, "passes": passes, "frames": frames,
             "grants": grants, "bad_frames": bad, "expected_bad_frames": passes, "error_events": errors,
             "rss_after_warmup_kib": warm, "rss_last_kib": last, "rss_peak_kib": peak,
             "growth_after_warmup_pct": (last as f64 - warm as f64) / warm as f64 * 100.0,
@@ -148,7 +148,7 @@ fn main() {
         }
         let mut fps: Vec<f64> = runs.iter().map(|r| r["fps"].as_f64().unwrap()).collect();
         fps.sort_by(f64::total_cmp);
-        serde_json::json!({"mode": "benchmark", "frames": n_frames, "detector_size": arg::<String>("--detector-size"), "median_fps": fps[1], "runs": runs})
+        serde_json::json!({"mode": "benchmark", "frames": n_frames, "detector_size": detector_size, "median_fps": fps[1], "runs": runs})
     };
     let text = serde_json::to_string_pretty(&report).unwrap();
     println!("{text}");

@@ -1,12 +1,15 @@
 //! Acting on decisions: events as JSON Lines (stdout, or a file rotated by size) and the door
 //! relay behind the [`Actuator`] trait. [`DryRun`] records pulses for tests and for running
-//! without hardware; the GPIO relay of the boards implements the same trait.
+//! without hardware; [`Relay`] pulses an output line, on the boards a GPIO line of the Linux
+//! character device ([`GpioLine`], the only code here that touches hardware).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One line of the event log.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -136,9 +139,238 @@ impl Actuator for DryRun {
     }
 }
 
+/// Where the door relay hangs: `[kiosk.relay]` in the configuration or the board profile.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// The GPIO character device, e.g. `/dev/gpiochip0`.
+    pub chip: PathBuf,
+    /// The line's offset on that chip (on a Pi, the BCM GPIO number).
+    pub line: u32,
+    /// The relay closes when the line is driven low.
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+/// An output line the relay drives: active closes the relay.
+pub trait OutputLine: Send + 'static {
+    fn set(&mut self, active: bool) -> Result<(), String>;
+}
+
+/// A line of a GPIO character device (`/dev/gpiochipN`), requested as an output, inactive,
+/// for as long as this value lives. Uses the kernel's v2 interface, or v1 on older kernels
+/// (Jetson L4T r32's 4.9).
+pub struct GpioLine {
+    request: gpiocdev::Request,
+}
+
+impl GpioLine {
+    pub fn open(config: &RelayConfig) -> Result<GpioLine, ActError> {
+        let mut builder = gpiocdev::Request::builder();
+        builder.on_chip(&config.chip).with_consumer("facegate-relay").with_line(config.line);
+        if config.active_low {
+            builder.as_active_low();
+        }
+        let request = builder.as_output(gpiocdev::line::Value::Inactive).request().map_err(|e| ActError {
+            what: describe_line(config),
+            reason: format!("cannot request the line as an output: {e}"),
+        })?;
+        Ok(GpioLine { request })
+    }
+}
+
+fn describe_line(config: &RelayConfig) -> String {
+    format!("{} line {}{}", config.chip.display(), config.line, if config.active_low { " (active low)" } else { "" })
+}
+
+impl OutputLine for GpioLine {
+    fn set(&mut self, active: bool) -> Result<(), String> {
+        let value = if active { gpiocdev::line::Value::Active } else { gpiocdev::line::Value::Inactive };
+        self.request.set_lone_value(value).map_err(|e| e.to_string())
+    }
+}
+
+/// A relay on an output line. `pulse` drives the line active at once (so a failure is reported
+/// with the decision) and a worker thread drives it inactive when the pulse ends; a pulse while
+/// one is running extends it. Dropping the relay ends any pulse and leaves the line inactive.
+pub struct Relay {
+    line: Arc<Mutex<dyn OutputLine>>,
+    ends: Option<mpsc::Sender<Instant>>,
+    worker: Option<JoinHandle<()>>,
+    what: String,
+}
+
+/// Attempts at releasing the line before the worker gives up and logs the door as stuck open.
+const RELEASE_TRIES: u32 = 20;
+
+impl Relay {
+    pub fn gpio(config: &RelayConfig) -> Result<Relay, ActError> {
+        let line = GpioLine::open(config)?;
+        Relay::new(line, describe_line(config))
+    }
+
+    pub fn new(line: impl OutputLine, what: String) -> Result<Relay, ActError> {
+        let line: Arc<Mutex<dyn OutputLine>> = Arc::new(Mutex::new(line));
+        let (ends, pending) = mpsc::channel::<Instant>();
+        let worker_line = line.clone();
+        let worker_what = what.clone();
+        let worker = std::thread::Builder::new()
+            .name("relay".into())
+            .spawn(move || release_after_pulses(&*worker_line, &pending, &worker_what))
+            .map_err(|e| ActError { what: what.clone(), reason: format!("cannot start the relay thread: {e}") })?;
+        Ok(Relay { line, ends: Some(ends), worker: Some(worker), what })
+    }
+}
+
+/// The worker: waits for a pulse's end, extends it while more pulses come, then releases.
+fn release_after_pulses(line: &Mutex<dyn OutputLine>, pending: &mpsc::Receiver<Instant>, what: &str) {
+    while let Ok(mut end) = pending.recv() {
+        loop {
+            match pending.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(later) => end = end.max(later),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                // Shutting down: release now.
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        release(line, what);
+    }
+    // The sender is gone (the relay was dropped): leave the line inactive.
+    release(line, what);
+}
+
+fn release(line: &Mutex<dyn OutputLine>, what: &str) {
+    for attempt in 1..=RELEASE_TRIES {
+        let result = match line.lock() {
+            Ok(mut l) => l.set(false),
+            Err(poisoned) => poisoned.into_inner().set(false),
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) if attempt == RELEASE_TRIES => log::error!("relay {what}: cannot release the line, the door may stay open: {e}"),
+            Err(e) => {
+                log::warn!("relay {what}: release failed (try {attempt}): {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Actuator for Relay {
+    fn pulse(&mut self, length: Duration) -> Result<(), ActError> {
+        let fail = |reason: String| ActError { what: self.what.clone(), reason };
+        let mut line = self.line.lock().map_err(|_| fail("line lock poisoned".into()))?;
+        line.set(true).map_err(|e| fail(format!("cannot drive the line active: {e}")))?;
+        drop(line);
+        let sent = self.ends.as_ref().map(|tx| tx.send(Instant::now() + length));
+        if !matches!(sent, Some(Ok(()))) {
+            release(&self.line, &self.what);
+            return Err(fail("the relay thread has stopped".into()));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("relay on {}", self.what)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.ends.take();
+        if let Some(worker) = self.worker.take() {
+            if worker.join().is_err() {
+                release(&self.line, &self.what);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records every change of the line with its time; fails on demand.
+    #[derive(Clone, Default)]
+    struct Recorded {
+        changes: Arc<Mutex<Vec<(Instant, bool)>>>,
+        fail_next: Arc<Mutex<u32>>,
+    }
+
+    impl OutputLine for Recorded {
+        fn set(&mut self, active: bool) -> Result<(), String> {
+            let mut fail = self.fail_next.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                return Err("EIO".into());
+            }
+            self.changes.lock().unwrap().push((Instant::now(), active));
+            Ok(())
+        }
+    }
+
+    fn wait_for(changes: &Mutex<Vec<(Instant, bool)>>, n: usize) -> Vec<(Instant, bool)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let c = changes.lock().unwrap().clone();
+            if c.len() >= n || Instant::now() > deadline {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_pulse_drives_the_line_active_then_inactive_without_blocking() {
+        let line = Recorded::default();
+        let mut relay = Relay::new(line.clone(), "test line".into()).unwrap();
+        let asked = Instant::now();
+        relay.pulse(Duration::from_millis(120)).unwrap();
+        assert!(asked.elapsed() < Duration::from_millis(60), "pulse() waited for the pulse");
+        let c = wait_for(&line.changes, 2);
+        assert_eq!(c.iter().map(|x| x.1).collect::<Vec<_>>(), [true, false]);
+        let held = c[1].0 - c[0].0;
+        assert!(held >= Duration::from_millis(120) && held < Duration::from_millis(1000), "held {held:?}");
+    }
+
+    #[test]
+    fn a_second_pulse_extends_the_first_and_drop_releases() {
+        let line = Recorded::default();
+        let mut relay = Relay::new(line.clone(), "test line".into()).unwrap();
+        relay.pulse(Duration::from_millis(150)).unwrap();
+        std::thread::sleep(Duration::from_millis(75));
+        relay.pulse(Duration::from_millis(150)).unwrap();
+        let c = wait_for(&line.changes, 3);
+        assert_eq!(c.iter().map(|x| x.1).collect::<Vec<_>>(), [true, true, false], "one release for both");
+        assert!(c[2].0 - c[0].0 >= Duration::from_millis(225));
+        // A pulse cut short by shutdown still leaves the line inactive.
+        relay.pulse(Duration::from_secs(60)).unwrap();
+        drop(relay);
+        let c = line.changes.lock().unwrap().clone();
+        assert_eq!(c.last().map(|x| x.1), Some(false));
+    }
+
+    #[test]
+    fn a_failing_line_is_reported_and_a_failed_release_is_retried() {
+        let line = Recorded::default();
+        let mut relay = Relay::new(line.clone(), "test line".into()).unwrap();
+        *line.fail_next.lock().unwrap() = 1;
+        let e = relay.pulse(Duration::from_millis(10)).unwrap_err();
+        assert!(e.to_string().contains("test line") && e.to_string().contains("EIO"), "{e}");
+        // Active succeeds, the first release fails: the worker tries again.
+        relay.pulse(Duration::from_millis(200)).unwrap();
+        *line.fail_next.lock().unwrap() = 1;
+        let c = wait_for(&line.changes, 2);
+        assert_eq!(c.iter().map(|x| x.1).collect::<Vec<_>>(), [true, false]);
+    }
+
+    #[test]
+    fn a_missing_gpio_chip_is_a_clear_error() {
+        let config = RelayConfig { chip: "/nonexistent/gpiochip9".into(), line: 17, active_low: false };
+        let e = Relay::gpio(&config).err().expect("no such chip");
+        let text = e.to_string();
+        assert!(text.contains("/nonexistent/gpiochip9 line 17") && text.contains("cannot request"), "{text}");
+    }
 
     #[test]
     fn event_files_rotate_by_size_and_keep_every_line() {

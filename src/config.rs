@@ -137,6 +137,23 @@ impl Calibration {
     }
 }
 
+/// `WIDTHxHEIGHT`.
+pub fn parse_wxh(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
+    let w = w.trim().parse().map_err(|_| "width is not a number")?;
+    let h = h.trim().parse().map_err(|_| "height is not a number")?;
+    Ok((w, h))
+}
+
+/// A detector input size, `WIDTHxHEIGHT` in multiples of 32, as `[height, width]`.
+pub fn parse_detector_size(s: &str) -> Result<[usize; 2], String> {
+    let (w, h) = parse_wxh(s)?;
+    if w == 0 || h == 0 || !w.is_multiple_of(32) || !h.is_multiple_of(32) || w > 4096 || h > 4096 {
+        return Err("width and height must be multiples of 32 between 32 and 4096".into());
+    }
+    Ok([h as usize, w as usize])
+}
+
 /// The configuration file (TOML).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

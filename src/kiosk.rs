@@ -4,14 +4,14 @@
 //! decision, at most every `embed_every` frames) → gallery → policy → events and relay.
 //! Bad frames are logged and skipped; a source that is gone is reopened with backoff; the
 //! gallery is re-read when it changed on disk; a stop request ends the loop cleanly and a reload
-//! request re-reads the gallery (and the caller's configuration).
+//! request (SIGHUP) re-reads the gallery and the configuration file.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::act::{unix_now, Actuator, Event, EventSink};
+use crate::act::{unix_now, Actuator, Event, EventSink, RelayConfig};
 use crate::gallery::Gallery;
 use crate::pipeline::Pipeline;
 use crate::policy::{Decision, Policy, PolicyConfig};
@@ -32,6 +32,14 @@ pub struct KioskConfig {
     pub gallery_refresh_s: f32,
     /// Age and gender in the decision event (one attribute run per decided track).
     pub attributes: bool,
+    /// The detector's input, `WIDTHxHEIGHT` in multiples of 32; frames are scaled into it.
+    /// 320x256 finds faces down to about 40 pixels in a 640x480 frame (a door's faces are
+    /// larger) at four times the speed of 640x480. Changing it needs a restart.
+    pub detector_size: String,
+    /// The door relay on a GPIO line; none: the relay is a dry run (logged only). Changing it
+    /// needs a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayConfig>,
 }
 
 impl Default for KioskConfig {
@@ -44,6 +52,8 @@ impl Default for KioskConfig {
             pulse_ms: 800,
             gallery_refresh_s: 1.0,
             attributes: true,
+            detector_size: "320x256".into(),
+            relay: None,
         }
     }
 }
@@ -63,7 +73,23 @@ impl KioskConfig {
         if !(0.0..=1.0).contains(&self.tracker.min_iou) {
             return Err(format!("tracker.min_iou = {} must be 0..=1", self.tracker.min_iou));
         }
+        self.detector_sizes()?;
         Ok(())
+    }
+
+    /// [`Self::detector_size`] as the detector takes it.
+    pub fn detector_sizes(&self) -> Result<Vec<[usize; 2]>, String> {
+        let size = crate::config::parse_detector_size(&self.detector_size).map_err(|e| format!("detector_size = {:?}: {e}", self.detector_size))?;
+        Ok(vec![size])
+    }
+
+    /// `base` with the kiosk's detector input size.
+    pub fn pipeline_config(&self, mut base: crate::pipeline::PipelineConfig) -> anyhow::Result<crate::pipeline::PipelineConfig> {
+        let manifest = crate::model::embedded_manifest(&base.detector)?;
+        let mut detector = crate::detect::DetectorConfig::from_manifest(&manifest);
+        detector.sizes = self.detector_sizes().map_err(anyhow::Error::msg)?;
+        base.detector_config = Some(detector);
+        Ok(base)
     }
 }
 
@@ -132,12 +158,17 @@ pub struct RunArgs {
     pub events: Option<PathBuf>,
     pub events_max_bytes: u64,
     pub config: KioskConfig,
+    /// The configuration file, re-read on SIGHUP.
+    pub config_file: Option<PathBuf>,
     /// Decide on frame-number time (replays) instead of wall time.
     pub frame_clock: bool,
+    /// Never switch the relay, even with `[kiosk.relay]` set.
+    pub dry_run: bool,
 }
 
-/// `facegate run`: opens the gallery and the source, then runs the kiosk until the source ends
-/// or SIGTERM. The relay is the dry run until board profiles bring the GPIO line (#7).
+/// `facegate run`: opens the gallery, the source and the relay, then runs the kiosk until the
+/// source ends or SIGTERM. The caller has built `ctx`'s pipeline with
+/// [`KioskConfig::pipeline_config`] (or an explicit detector size).
 pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn std::io::Write) -> anyhow::Result<crate::commands::Outcome> {
     use anyhow::Context as _;
     args.config.validate().map_err(|e| anyhow::anyhow!("kiosk configuration: {e}"))?;
@@ -147,11 +178,15 @@ pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn 
         Some(p) => EventSink::file(p, args.events_max_bytes, 5).with_context(|| format!("opening {}", p.display()))?,
         None => EventSink::Stdout,
     };
+    let relay: Box<dyn Actuator> = match (&args.config.relay, args.dry_run) {
+        (Some(r), false) => Box::new(crate::act::Relay::gpio(r)?),
+        _ => Box::new(crate::act::DryRun::default()),
+    };
     let control = Control::from_signals()?;
     let clock = if args.frame_clock { Clock::Frames { fps: if args.fps > 0.0 { args.fps } else { 25.0 } } } else { Clock::Wall(Instant::now()) };
     let mut config = args.config;
     config.policy.threshold = config.policy.threshold.or(Some(ctx.threshold));
-    let mut kiosk = Kiosk { pipeline: &ctx.pipeline, gallery, config, clock, events, relay: Box::new(crate::act::DryRun::default()), control: &control };
+    let mut kiosk = Kiosk { pipeline: &ctx.pipeline, gallery, config, config_file: args.config_file, clock, events, relay, control: &control };
     let stats = kiosk.run(source.as_mut());
     let (mut lat, n) = (stats.latencies.clone(), stats.frames.max(1) as f64);
     lat.sort_by(f32::total_cmp);
@@ -170,6 +205,8 @@ pub struct Kiosk<'a> {
     pub pipeline: &'a Pipeline,
     pub gallery: Gallery,
     pub config: KioskConfig,
+    /// Re-read on a reload request; none: a reload re-reads the gallery only.
+    pub config_file: Option<PathBuf>,
     pub clock: Clock,
     pub events: EventSink,
     pub relay: Box<dyn Actuator>,
@@ -217,6 +254,41 @@ impl Kiosk<'_> {
         self.emit(event, t);
     }
 
+    /// Re-reads the configuration file and applies what can change while running; a bad file
+    /// keeps the settings in force. Says what happened, for the reload event.
+    fn reload_config(&mut self, policy: &mut Policy, tracker: &mut Tracker) -> String {
+        let Some(path) = &self.config_file else { return "no configuration file".into() };
+        let file = match crate::config::Config::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("configuration not reloaded, the settings in force stay: {e:#}");
+                return format!("configuration not reloaded: {e:#}");
+            }
+        };
+        let mut new = file.kiosk.unwrap_or_default();
+        // Without a threshold in the file: its calibration for the gallery's size, else the one in force.
+        let calibrated = file.calibration.map(|c| c.threshold_for_gallery(self.gallery.len()).0);
+        new.policy.threshold = new.policy.threshold.or(calibrated).or(self.config.policy.threshold);
+        let mut restart = Vec::new();
+        if new.detector_size != self.config.detector_size {
+            restart.push("detector_size");
+            new.detector_size = self.config.detector_size.clone();
+        }
+        if new.relay != self.config.relay {
+            restart.push("relay");
+            new.relay = self.config.relay.clone();
+        }
+        policy.reconfigure(new.policy.clone(), policy.threshold());
+        tracker.reconfigure(new.tracker.clone());
+        self.config = new;
+        let mut detail = format!("configuration reloaded (threshold {:.4})", policy.threshold());
+        if !restart.is_empty() {
+            log::warn!("{} changed in {}: takes effect at the next start", restart.join(" and "), path.display());
+            detail.push_str(&format!("; {} not changed until a restart", restart.join(" and ")));
+        }
+        detail
+    }
+
     /// Runs until the source ends or a stop is requested.
     pub fn run(&mut self, source: &mut dyn FrameSource) -> Stats {
         let mut stats = Stats::default();
@@ -234,10 +306,12 @@ impl Kiosk<'_> {
                 break;
             }
             if self.control.reload.swap(false, Ordering::Relaxed) {
-                let detail = match self.gallery.refresh() {
+                let mut detail = match self.gallery.refresh() {
                     Ok(_) => format!("gallery generation {}, {} identities", self.gallery.generation(), self.gallery.len()),
                     Err(e) => format!("gallery not reloaded: {e}"),
                 };
+                detail.push_str("; ");
+                detail.push_str(&self.reload_config(&mut policy, &mut tracker));
                 self.emit(Event { event: "reload", detail: Some(detail), ..Event::default() }, self.clock.now(last_frame));
             }
             if last_refresh.elapsed().as_secs_f32() >= self.config.gallery_refresh_s {

@@ -21,7 +21,7 @@ struct Cli {
     threshold: Option<f32>,
     /// Run the detector at this one input size, WIDTHxHEIGHT in multiples of 32, instead of
     /// choosing per image among 256x256, 320x320, 640x480 and 512x512.
-    #[arg(long, global = true, value_parser = parse_size)]
+    #[arg(long, global = true, value_parser = facegate::config::parse_detector_size)]
     detector_size: Option<[usize; 2]>,
     /// Images analysed at once by `analyze` [default: the number of CPU cores].
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -35,27 +35,12 @@ struct Cli {
 }
 
 /// `WIDTHxHEIGHT` as numbers.
-fn parse_wxh(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT")?;
-    let w = w.trim().parse().map_err(|_| "width is not a number")?;
-    let h = h.trim().parse().map_err(|_| "height is not a number")?;
-    Ok((w, h))
-}
-
 fn parse_frame_size(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = parse_wxh(s)?;
+    let (w, h) = facegate::config::parse_wxh(s)?;
     if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
         return Err("width and height must be 16..=8192".into());
     }
     Ok((w, h))
-}
-
-fn parse_size(s: &str) -> Result<[usize; 2], String> {
-    let (w, h) = parse_wxh(s)?;
-    if w == 0 || h == 0 || !w.is_multiple_of(32) || !h.is_multiple_of(32) || w > 4096 || h > 4096 {
-        return Err("width and height must be multiples of 32 between 32 and 4096".into());
-    }
-    Ok([h as usize, w as usize])
 }
 
 #[derive(Subcommand)]
@@ -191,6 +176,9 @@ enum Command {
         /// Decide on wall-clock time even for files (default: frame number / fps for files).
         #[arg(long)]
         wall_clock: bool,
+        /// Log relay pulses instead of switching the GPIO line of [kiosk.relay].
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the models compiled into this binary with their sources.
     Models,
@@ -341,14 +329,17 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     ) {
         config.attributes = None;
     }
+    // Validated before the models load.
+    let file_config = cli.config.as_deref().map(facegate::config::Config::load).transpose()?;
     if let Some(size) = cli.detector_size {
         let manifest = facegate::model::embedded_manifest(&config.detector)?;
         let mut detector = DetectorConfig::from_manifest(&manifest);
         detector.sizes = vec![size];
         config.detector_config = Some(detector);
+    } else if matches!(cli.command, Command::Run { .. }) {
+        let kiosk = file_config.as_ref().and_then(|c| c.kiosk.clone()).unwrap_or_default();
+        config = kiosk.pipeline_config(config)?;
     }
-    // Validated before the models load.
-    let file_config = cli.config.as_deref().map(facegate::config::Config::load).transpose()?;
     let file_threshold = file_config.as_ref().and_then(|c| c.calibration.as_ref()).map(|c| c.threshold);
     let mut ctx = Context::new(&config, cli.threshold.or(file_threshold))?;
     if let Some(n) = cli.threads {
@@ -387,7 +378,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             commands::annotate(&ctx, &image, &output, gallery.as_deref(), out)
         }
         Command::Demo { output } => commands::demo(&ctx, &output, out),
-        Command::Run { source, gallery, size, fps, events, events_max_bytes, wall_clock } => {
+        Command::Run { source, gallery, size, fps, events, events_max_bytes, wall_clock, dry_run } => {
             let is_camera = source.starts_with("/dev/video");
             let args = facegate::kiosk::RunArgs {
                 source,
@@ -397,7 +388,9 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 events,
                 events_max_bytes,
                 config: file_config.as_ref().and_then(|c| c.kiosk.clone()).unwrap_or_default(),
+                config_file: cli.config.clone(),
                 frame_clock: !wall_clock && !is_camera,
+                dry_run,
             };
             facegate::kiosk::run_command(&ctx, args, out)
         }

@@ -128,6 +128,18 @@ impl Policy {
         self.threshold
     }
 
+    /// New settings (a reload): tracks in progress keep their embeddings, cut to the new `n`;
+    /// cooldowns already running stay.
+    pub fn reconfigure(&mut self, config: PolicyConfig, default_threshold: f32) {
+        self.threshold = config.threshold.unwrap_or(default_threshold);
+        for t in self.tracks.values_mut() {
+            while t.window.len() > config.n {
+                t.window.pop_front();
+            }
+        }
+        self.config = config;
+    }
+
     /// Whether `track` still wants embeddings.
     pub fn undecided(&self, track: u64) -> bool {
         !self.tracks.get(&track).is_some_and(|t| t.decided)

@@ -64,6 +64,11 @@ impl Tracker {
         Tracker { config, tracks: Vec::new(), next_id: 1 }
     }
 
+    /// New settings (a reload); tracks in progress go on.
+    pub fn reconfigure(&mut self, config: TrackerConfig) {
+        self.config = config;
+    }
+
     pub fn tracks(&self) -> &[Track] {
         &self.tracks
     }

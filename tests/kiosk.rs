@@ -32,24 +32,36 @@ fn write_scene(dir: &Path, known: &RgbImage, stranger: &RgbImage) -> [u64; 3] {
     scene::write_scene(dir, known, stranger).unwrap()
 }
 
-#[test]
-fn replayed_scene_grants_the_enrolled_person_only() {
-    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+/// What one replay of the scene produced.
+struct Replay {
+    events: Vec<Event>,
+    stats: facegate::kiosk::Stats,
+    pulses: usize,
+    starts: [u64; 3],
+    config: KioskConfig,
+}
+
+/// Replays the scene through a kiosk at its default settings (detector input included), the
+/// person enrolled from two other photos with the full-size detector, as `facegate enroll` does.
+/// With `reload_from`, a reload request is pending when the kiosk starts.
+fn replay_scene(reload_from: Option<&str>) -> Replay {
+    let enrolling = Pipeline::new(&PipelineConfig::default()).unwrap();
+    let kiosk_config = KioskConfig::default();
+    let pipeline = Pipeline::new(&kiosk_config.pipeline_config(PipelineConfig::default()).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("frames");
     std::fs::create_dir(&frames).unwrap();
-    let known = face_patch(&pipeline, "obama3.jpg");
-    let stranger = face_patch(&pipeline, "biden.jpg");
+    let known = face_patch(&enrolling, "obama3.jpg");
+    let stranger = face_patch(&enrolling, "biden.jpg");
     let starts = write_scene(&frames, &known, &stranger);
 
-    // Enrolled from two other photos of the same person.
     let key = ModelKey { dim: pipeline.embedder.dim(), fingerprint: facegate::model::fingerprint("mobilefacenet").unwrap() };
     let gallery_path = dir.path().join("door.fgg");
     let templates = ["obama.jpg", "obama2.jpg"]
         .iter()
         .map(|p| {
             let img = image::open(sample(p)).unwrap().to_rgb8();
-            let faces = pipeline.analyze(&img, Want { embedding: true, attributes: false }).unwrap();
+            let faces = enrolling.analyze(&img, Want { embedding: true, attributes: false }).unwrap();
             faces[0].analysis.embedding.clone().unwrap()
         })
         .collect();
@@ -58,12 +70,19 @@ fn replayed_scene_grants_the_enrolled_person_only() {
     let events = Arc::new(Mutex::new(Vec::<Event>::new()));
     let relay = DryRun::default();
     let control = Control::default();
-    let mut config = KioskConfig::default();
+    let config_file = reload_from.map(|text| {
+        let path = dir.path().join("facegate.toml");
+        std::fs::write(&path, text).unwrap();
+        control.reload.store(true, std::sync::atomic::Ordering::Relaxed);
+        path
+    });
+    let mut config = kiosk_config;
     config.policy.cooldown_s = 2.0;
     let mut kiosk = Kiosk {
         pipeline: &pipeline,
         gallery: Gallery::open(&gallery_path, key).unwrap(),
         config,
+        config_file,
         clock: Clock::Frames { fps: FPS },
         events: EventSink::Memory(events.clone()),
         relay: Box::new(relay.clone()),
@@ -71,9 +90,19 @@ fn replayed_scene_grants_the_enrolled_person_only() {
     };
     let mut source = ImageFiles::open(&frames).unwrap();
     let stats = kiosk.run(&mut source as &mut dyn FrameSource);
-
+    let pulses = relay.pulses.lock().unwrap().len();
     let events = events.lock().unwrap().clone();
-    let decisions: Vec<&Event> = events.iter().filter(|e| e.event == "grant" || e.event == "refuse").collect();
+    Replay { events, stats, pulses, starts, config: kiosk.config.clone() }
+}
+
+fn decisions(events: &[Event]) -> Vec<&Event> {
+    events.iter().filter(|e| e.event == "grant" || e.event == "refuse").collect()
+}
+
+#[test]
+fn replayed_scene_grants_the_enrolled_person_only() {
+    let Replay { events, stats, pulses, starts, config } = replay_scene(None);
+    let decisions = decisions(&events);
     let summary: Vec<(&str, Option<&str>, Option<Verdict>, u64)> = decisions
         .iter()
         .map(|e| (e.event, e.identity.as_deref(), e.decision.clone(), e.frame.unwrap()))
@@ -84,7 +113,7 @@ fn replayed_scene_grants_the_enrolled_person_only() {
     let d = decisions[0];
     assert_eq!((d.event, d.identity.as_deref(), d.decision.clone(), d.relay), ("grant", Some("obama"), Some(Verdict::Granted), Some(true)));
     assert!(d.frame.unwrap() < starts[1] && d.age.is_some() && d.gender.is_some());
-    assert!(d.similarity.unwrap() >= kiosk.config.policy.threshold.unwrap_or(0.0).max(0.4));
+    assert!(d.similarity.unwrap() >= config.policy.threshold.unwrap_or(0.0).max(0.4));
     // Part 2: the stranger is refused as unknown.
     let d = decisions[1];
     assert_eq!((d.event, d.decision.clone(), d.relay), ("refuse", Some(Verdict::Unknown), None));
@@ -97,7 +126,7 @@ fn replayed_scene_grants_the_enrolled_person_only() {
     let tracks: std::collections::BTreeSet<u64> = decisions.iter().map(|e| e.track.unwrap()).collect();
     assert_eq!(tracks.len(), 4, "one track per appearance");
     // The relay pulsed for the enrolled person only: once per grant.
-    assert_eq!(relay.pulses.lock().unwrap().len(), 2);
+    assert_eq!(pulses, 2);
     // The corrupt frame was reported and skipped.
     assert_eq!(stats.bad_frames, 1);
     assert_eq!(events.iter().filter(|e| e.event == "bad_frame").count(), 1);
@@ -106,6 +135,34 @@ fn replayed_scene_grants_the_enrolled_person_only() {
     // The embedder ran for the tracks that needed it, not on every frame with a face.
     let face_frames = 16 * 4;
     assert!(stats.embeddings < face_frames / 2, "{} embeddings", stats.embeddings);
+}
+
+#[test]
+fn a_reload_applies_the_new_policy_and_a_bad_file_changes_nothing() {
+    // A threshold no one reaches: the enrolled person is refused too, and nothing pulses.
+    let strict = replay_scene(Some("[kiosk.policy]\nthreshold = 0.99\ncooldown_s = 2.0\n"));
+    let reload = strict.events.iter().find(|e| e.event == "reload").expect("a reload event");
+    assert!(reload.detail.as_deref().unwrap().contains("configuration reloaded (threshold 0.9900)"), "{reload:?}");
+    let d = decisions(&strict.events);
+    assert_eq!(d.len(), 4, "{d:#?}");
+    assert!(d.iter().all(|e| e.event == "refuse"), "{d:#?}");
+    assert_eq!(strict.pulses, 0);
+    assert_eq!(strict.config.policy.threshold, Some(0.99));
+
+    // A file with an out-of-range value is refused with its field named; the settings stay.
+    let bad = replay_scene(Some("[kiosk.policy]\nk = 9\n"));
+    let reload = bad.events.iter().find(|e| e.event == "reload").expect("a reload event");
+    let detail = reload.detail.as_deref().unwrap();
+    assert!(detail.contains("configuration not reloaded") && detail.contains("policy.k"), "{detail}");
+    assert_eq!(decisions(&bad.events).iter().filter(|e| e.event == "grant").count(), 2);
+    assert_eq!(bad.pulses, 2);
+
+    // Settings that need a restart are named, and kept as they were.
+    let later = replay_scene(Some("[kiosk]\ndetector_size = \"640x480\"\n[kiosk.policy]\ncooldown_s = 2.0\n"));
+    let reload = later.events.iter().find(|e| e.event == "reload").unwrap();
+    assert!(reload.detail.as_deref().unwrap().contains("detector_size not changed until a restart"), "{reload:?}");
+    assert_eq!(later.config.detector_size, KioskConfig::default().detector_size);
+    assert_eq!(later.pulses, 2);
 }
 
 /// Frames of an empty scene; gone after frame 3, reopening fails once, then it is back.
@@ -155,6 +212,7 @@ fn a_source_that_fails_comes_back_and_the_loop_goes_on() {
         pipeline: &pipeline,
         gallery: Gallery::open(&path, key).unwrap(),
         config: KioskConfig::default(),
+        config_file: None,
         clock: Clock::Wall(std::time::Instant::now()),
         events: EventSink::Memory(events.clone()),
         relay: Box::new(DryRun::default()),
@@ -198,6 +256,18 @@ fn run_command_replays_a_directory_and_writes_events() {
     assert!(stderr(&out).contains("policy.k"), "{}", stderr(&out));
     let out = facegate(&["run", "--source", "/dev/video0", "--gallery", g.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2), "no camera here: {}", stderr(&out));
+    // A relay that cannot be had stops the start with the line named; --dry-run runs without it.
+    std::fs::write(&config, "[kiosk.relay]\nchip = \"/nonexistent/gpiochip0\"\nline = 17\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--config", config.to_str().unwrap(), "run", "--source", frames.to_str().unwrap(), "--gallery", g.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        facegate(&args, dir.path())
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/gpiochip0 line 17"), "{}", stderr(&out));
+    let out = run(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]
