@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use facegate::act::{DryRun, Event, EventSink};
 use facegate::gallery::{Dtype, Gallery, GalleryWriter, ModelKey, Person};
-use facegate::kiosk::{Clock, Control, Kiosk, KioskConfig, Stats};
+use facegate::kiosk::{Clock, Control, Kiosk, KioskConfig, Settings, Stats};
 use facegate::pipeline::{Pipeline, PipelineConfig, Want};
 use facegate::scene;
 use facegate::source::{MjpegFile, Paced};
@@ -77,7 +77,7 @@ fn main() {
             pipeline: &pipeline,
             gallery: Gallery::open(&gallery_path, key).unwrap(),
             config: kc,
-            config_file: None,
+            settings: Settings::default(),
             clock: Clock::Frames { fps: 25.0 },
             events: EventSink::Memory(events),
             relay: Box::new(DryRun::default()),

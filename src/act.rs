@@ -140,16 +140,59 @@ impl Actuator for DryRun {
 }
 
 /// Where the door relay hangs: `[kiosk.relay]` in the configuration or the board profile.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+/// Either `chip` and `line` (the offset on that chip), or the line's `name` as the kernel
+/// labels it (`gpioinfo` lists them), searched on every chip: "GPIO17" is the same pin on a
+/// Pi 4 and a Pi 5, whose GPIO chip number differs between kernels.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     /// The GPIO character device, e.g. `/dev/gpiochip0`.
-    pub chip: PathBuf,
-    /// The line's offset on that chip (on a Pi, the BCM GPIO number).
-    pub line: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chip: Option<PathBuf>,
+    /// The line's offset on `chip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The line's name, instead of `chip` and `line`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The relay closes when the line is driven low.
     #[serde(default)]
     pub active_low: bool,
+}
+
+impl RelayConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.chip, self.line, &self.name) {
+            (Some(_), Some(_), None) => Ok(()),
+            (None, None, Some(n)) if !n.is_empty() => Ok(()),
+            (_, _, Some(_)) => Err("relay: give either name, or chip and line, not both".into()),
+            (None, Some(_), None) => Err("relay.chip is missing (the GPIO device of relay.line)".into()),
+            (_, None, None) => Err("relay.line is missing (or give relay.name)".into()),
+        }
+    }
+
+    /// The chip and offset, looking a named line up.
+    fn resolve(&self) -> Result<(PathBuf, u32), ActError> {
+        self.validate().map_err(|reason| ActError { what: describe_line(self), reason })?;
+        if let (Some(chip), Some(line)) = (&self.chip, self.line) {
+            return Ok((chip.clone(), line));
+        }
+        let name = self.name.as_deref().unwrap_or_default();
+        let found = gpiocdev::find_named_line(name).ok_or_else(|| ActError {
+            what: describe_line(self),
+            reason: "no GPIO line has this name (is /dev/gpiochip* readable? `gpioinfo` lists the names)".into(),
+        })?;
+        Ok((found.chip, found.info.offset))
+    }
+}
+
+fn describe_line(config: &RelayConfig) -> String {
+    let low = if config.active_low { " (active low)" } else { "" };
+    match (&config.chip, config.line, &config.name) {
+        (_, _, Some(name)) => format!("GPIO line {name:?}{low}"),
+        (Some(chip), Some(line), None) => format!("{} line {line}{low}", chip.display()),
+        _ => format!("GPIO line (incomplete){low}"),
+    }
 }
 
 /// An output line the relay drives: active closes the relay.
@@ -166,21 +209,18 @@ pub struct GpioLine {
 
 impl GpioLine {
     pub fn open(config: &RelayConfig) -> Result<GpioLine, ActError> {
+        let (chip, line) = config.resolve()?;
         let mut builder = gpiocdev::Request::builder();
-        builder.on_chip(&config.chip).with_consumer("facegate-relay").with_line(config.line);
+        builder.on_chip(&chip).with_consumer("facegate-relay").with_line(line);
         if config.active_low {
             builder.as_active_low();
         }
         let request = builder.as_output(gpiocdev::line::Value::Inactive).request().map_err(|e| ActError {
             what: describe_line(config),
-            reason: format!("cannot request the line as an output: {e}"),
+            reason: format!("cannot request {} line {line} as an output: {e}", chip.display()),
         })?;
         Ok(GpioLine { request })
     }
-}
-
-fn describe_line(config: &RelayConfig) -> String {
-    format!("{} line {}{}", config.chip.display(), config.line, if config.active_low { " (active low)" } else { "" })
 }
 
 impl OutputLine for GpioLine {
@@ -366,10 +406,28 @@ mod tests {
 
     #[test]
     fn a_missing_gpio_chip_is_a_clear_error() {
-        let config = RelayConfig { chip: "/nonexistent/gpiochip9".into(), line: 17, active_low: false };
+        let config = RelayConfig { chip: Some("/nonexistent/gpiochip9".into()), line: Some(17), ..RelayConfig::default() };
         let e = Relay::gpio(&config).err().expect("no such chip");
         let text = e.to_string();
         assert!(text.contains("/nonexistent/gpiochip9 line 17") && text.contains("cannot request"), "{text}");
+        let named = RelayConfig { name: Some("NO_SUCH_LINE_X".into()), ..RelayConfig::default() };
+        let text = Relay::gpio(&named).err().expect("no such line").to_string();
+        assert!(text.contains("\"NO_SUCH_LINE_X\"") && text.contains("no GPIO line has this name"), "{text}");
+    }
+
+    #[test]
+    fn a_relay_needs_a_chip_and_line_or_a_name() {
+        let line = |chip: Option<&str>, line: Option<u32>, name: Option<&str>| RelayConfig {
+            chip: chip.map(Into::into),
+            line,
+            name: name.map(Into::into),
+            active_low: false,
+        };
+        assert!(line(Some("/dev/gpiochip0"), Some(17), None).validate().is_ok());
+        assert!(line(None, None, Some("GPIO17")).validate().is_ok());
+        assert!(line(None, Some(17), None).validate().unwrap_err().contains("relay.chip"));
+        assert!(line(Some("/dev/gpiochip0"), None, None).validate().unwrap_err().contains("relay.line"));
+        assert!(line(Some("/dev/gpiochip0"), Some(17), Some("GPIO17")).validate().unwrap_err().contains("not both"));
     }
 
     #[test]

@@ -160,9 +160,11 @@ pub fn parse_detector_size(s: &str) -> Result<[usize; 2], String> {
 pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
-    /// `facegate run`'s settings: `[kiosk]`, `[kiosk.policy]`, `[kiosk.quality]`, `[kiosk.tracker]`.
+    /// `facegate run`'s settings: `[kiosk]`, `[kiosk.policy]`, `[kiosk.quality]`,
+    /// `[kiosk.tracker]`, `[kiosk.relay]`. Kept as written, since they go over a board profile's
+    /// key by key; [`Config::kiosk_config`] checks them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kiosk: Option<crate::kiosk::KioskConfig>,
+    pub kiosk: Option<toml::Table>,
 }
 
 impl Config {
@@ -171,10 +173,16 @@ impl Config {
         if let Some(cal) = &c.calibration {
             cal.validate()?;
         }
-        if let Some(k) = &c.kiosk {
-            k.validate().map_err(|e| anyhow::anyhow!("[kiosk] {e}"))?;
-        }
         Ok(c)
+    }
+
+    /// The kiosk settings: this file's `[kiosk]` over `board`'s (or over the defaults), checked.
+    pub fn kiosk_config(&self, board: Option<&crate::board::Board>) -> Result<crate::kiosk::KioskConfig> {
+        match board {
+            Some(b) => b.kiosk_config(self.kiosk.as_ref()),
+            None => crate::kiosk::KioskConfig::from_table(self.kiosk.clone().unwrap_or_default()),
+        }
+        .map_err(|e| e.context("[kiosk]"))
     }
 
     pub fn load(path: &Path) -> Result<Config> {

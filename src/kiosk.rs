@@ -74,7 +74,17 @@ impl KioskConfig {
             return Err(format!("tracker.min_iou = {} must be 0..=1", self.tracker.min_iou));
         }
         self.detector_sizes()?;
+        if let Some(r) = &self.relay {
+            r.validate()?;
+        }
         Ok(())
+    }
+
+    /// Reads a `[kiosk]` table: unknown keys and out-of-range values are refused by name.
+    pub fn from_table(table: toml::Table) -> anyhow::Result<KioskConfig> {
+        let config: KioskConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 
     /// [`Self::detector_size`] as the detector takes it.
@@ -149,6 +159,22 @@ impl Control {
     }
 }
 
+/// Where the kiosk's settings come from: a board profile and a configuration file over it.
+/// A reload request reads them again.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub board: Option<crate::board::Board>,
+    pub file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// The kiosk settings, and the file's calibration if it has one.
+    pub fn load(&self) -> anyhow::Result<(KioskConfig, Option<crate::config::Calibration>)> {
+        let file = self.file.as_deref().map(crate::config::Config::load).transpose()?.unwrap_or_default();
+        Ok((file.kiosk_config(self.board.as_ref())?, file.calibration))
+    }
+}
+
 /// `facegate run`'s arguments.
 pub struct RunArgs {
     pub source: String,
@@ -158,8 +184,10 @@ pub struct RunArgs {
     pub events: Option<PathBuf>,
     pub events_max_bytes: u64,
     pub config: KioskConfig,
-    /// The configuration file, re-read on SIGHUP.
-    pub config_file: Option<PathBuf>,
+    /// Re-read on SIGHUP.
+    pub settings: Settings,
+    /// Asked of a camera.
+    pub format: crate::source::PixelFormat,
     /// Decide on frame-number time (replays) instead of wall time.
     pub frame_clock: bool,
     /// Never switch the relay, even with `[kiosk.relay]` set.
@@ -173,7 +201,7 @@ pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn 
     use anyhow::Context as _;
     args.config.validate().map_err(|e| anyhow::anyhow!("kiosk configuration: {e}"))?;
     let gallery = ctx.open_gallery(&args.gallery)?;
-    let mut source = crate::source::open(&args.source, args.size, args.fps)?;
+    let mut source = crate::source::open(&args.source, args.size, args.fps, args.format)?;
     let events = match &args.events {
         Some(p) => EventSink::file(p, args.events_max_bytes, 5).with_context(|| format!("opening {}", p.display()))?,
         None => EventSink::Stdout,
@@ -186,7 +214,7 @@ pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn 
     let clock = if args.frame_clock { Clock::Frames { fps: if args.fps > 0.0 { args.fps } else { 25.0 } } } else { Clock::Wall(Instant::now()) };
     let mut config = args.config;
     config.policy.threshold = config.policy.threshold.or(Some(ctx.threshold));
-    let mut kiosk = Kiosk { pipeline: &ctx.pipeline, gallery, config, config_file: args.config_file, clock, events, relay, control: &control };
+    let mut kiosk = Kiosk { pipeline: &ctx.pipeline, gallery, config, settings: args.settings, clock, events, relay, control: &control };
     let stats = kiosk.run(source.as_mut());
     let (mut lat, n) = (stats.latencies.clone(), stats.frames.max(1) as f64);
     lat.sort_by(f32::total_cmp);
@@ -205,8 +233,8 @@ pub struct Kiosk<'a> {
     pub pipeline: &'a Pipeline,
     pub gallery: Gallery,
     pub config: KioskConfig,
-    /// Re-read on a reload request; none: a reload re-reads the gallery only.
-    pub config_file: Option<PathBuf>,
+    /// Re-read on a reload request; without a file a reload re-reads the gallery only.
+    pub settings: Settings,
     pub clock: Clock,
     pub events: EventSink,
     pub relay: Box<dyn Actuator>,
@@ -257,17 +285,16 @@ impl Kiosk<'_> {
     /// Re-reads the configuration file and applies what can change while running; a bad file
     /// keeps the settings in force. Says what happened, for the reload event.
     fn reload_config(&mut self, policy: &mut Policy, tracker: &mut Tracker) -> String {
-        let Some(path) = &self.config_file else { return "no configuration file".into() };
-        let file = match crate::config::Config::load(path) {
-            Ok(f) => f,
+        let Some(path) = self.settings.file.clone() else { return "no configuration file".into() };
+        let (mut new, calibration) = match self.settings.load() {
+            Ok(loaded) => loaded,
             Err(e) => {
                 log::error!("configuration not reloaded, the settings in force stay: {e:#}");
                 return format!("configuration not reloaded: {e:#}");
             }
         };
-        let mut new = file.kiosk.unwrap_or_default();
         // Without a threshold in the file: its calibration for the gallery's size, else the one in force.
-        let calibrated = file.calibration.map(|c| c.threshold_for_gallery(self.gallery.len()).0);
+        let calibrated = calibration.map(|c| c.threshold_for_gallery(self.gallery.len()).0);
         new.policy.threshold = new.policy.threshold.or(calibrated).or(self.config.policy.threshold);
         let mut restart = Vec::new();
         if new.detector_size != self.config.detector_size {

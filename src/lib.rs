@@ -11,6 +11,7 @@ pub mod act;
 pub mod admin;
 pub mod align;
 pub mod analyze;
+pub mod board;
 pub mod annotate;
 pub mod commands;
 pub mod config;

@@ -154,20 +154,26 @@ enum Command {
         plots: Option<PathBuf>,
     },
     /// Stand at the door: read frames, recognise, decide, and write events (JSON Lines) until
-    /// the source ends or SIGTERM; SIGHUP re-reads the gallery. Settings: `[kiosk]` in --config.
+    /// the source ends or SIGTERM; SIGHUP re-reads the gallery and the configuration.
+    /// Settings: the board profile's, with `[kiosk]` of --config over them.
     Run {
-        /// /dev/videoN (build with --features camera), an image, a directory of images, a
-        /// FILE.mjpeg stream or a raw FILE.yuyv (with --size).
+        /// A board profile: bundled (rpi4, rpi5, rpi-armv7, jetson-nano, jetson-orin, x86_64) or
+        /// FILE.toml. It gives the camera, tract's CPU kind, threads and the [kiosk] defaults.
         #[arg(long)]
-        source: String,
+        board: Option<String>,
+        /// /dev/videoN (build with --features camera), an image, a directory of images, a
+        /// FILE.mjpeg stream or a raw FILE.yuyv (with --size) [default: the board's camera].
+        #[arg(long)]
+        source: Option<String>,
         #[arg(long)]
         gallery: PathBuf,
-        /// Frame size of a camera or a raw YUYV file, WIDTHxHEIGHT.
+        /// Frame size of a camera or a raw YUYV file, WIDTHxHEIGHT [default: the board's camera's].
         #[arg(long, value_parser = parse_frame_size)]
         size: Option<(u32, u32)>,
-        /// Replay files at this many frames per second (0: as fast as possible); a camera's rate.
-        #[arg(long, default_value_t = 0.0)]
-        fps: f64,
+        /// Replay files at this many frames per second (0: as fast as possible); a camera's rate
+        /// [default: the board's camera's; files: 0].
+        #[arg(long)]
+        fps: Option<f64>,
         /// Write events to this file (rotated at --events-max-bytes) instead of stdout.
         #[arg(long)]
         events: Option<PathBuf>,
@@ -331,19 +337,32 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
     // Validated before the models load.
     let file_config = cli.config.as_deref().map(facegate::config::Config::load).transpose()?;
+    let board = match &cli.command {
+        Command::Run { board: Some(name), .. } => Some(facegate::board::Board::load(name)?),
+        _ => None,
+    };
+    if let Some(b) = &board {
+        b.check_runs_here()?;
+        // Before any model is loaded: tract picks its kernels once.
+        b.apply_tract_cpu();
+    }
+    let settings = facegate::kiosk::Settings { board: board.clone(), file: cli.config.clone() };
+    let kiosk = match cli.command {
+        Command::Run { .. } => Some(settings.load()?.0),
+        _ => None,
+    };
     if let Some(size) = cli.detector_size {
         let manifest = facegate::model::embedded_manifest(&config.detector)?;
         let mut detector = DetectorConfig::from_manifest(&manifest);
         detector.sizes = vec![size];
         config.detector_config = Some(detector);
-    } else if matches!(cli.command, Command::Run { .. }) {
-        let kiosk = file_config.as_ref().and_then(|c| c.kiosk.clone()).unwrap_or_default();
+    } else if let Some(kiosk) = &kiosk {
         config = kiosk.pipeline_config(config)?;
     }
     let file_threshold = file_config.as_ref().and_then(|c| c.calibration.as_ref()).map(|c| c.threshold);
     let mut ctx = Context::new(&config, cli.threshold.or(file_threshold))?;
-    if let Some(n) = cli.threads {
-        ctx.threads = n as usize;
+    if let Some(n) = cli.threads.map(|n| n as usize).or(board.as_ref().map(|b| b.threads)) {
+        ctx.threads = n;
     }
     let calibration = facegate::eval::calibration_in_force(&ctx, file_config.as_ref());
     // 1:N: without --threshold, identification uses the calibrated rule for the gallery's size.
@@ -378,17 +397,23 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             commands::annotate(&ctx, &image, &output, gallery.as_deref(), out)
         }
         Command::Demo { output } => commands::demo(&ctx, &output, out),
-        Command::Run { source, gallery, size, fps, events, events_max_bytes, wall_clock, dry_run } => {
+        Command::Run { board: _, source, gallery, size, fps, events, events_max_bytes, wall_clock, dry_run } => {
+            let camera = board.as_ref().map(|b| &b.camera);
+            let Some(source) = source.or(camera.map(|c| c.device.clone())) else {
+                anyhow::bail!("--source is needed (or --board, whose camera is the default)");
+            };
             let is_camera = source.starts_with("/dev/video");
+            let from_board = is_camera.then_some(board.as_ref()).flatten();
             let args = facegate::kiosk::RunArgs {
                 source,
                 gallery,
-                size,
-                fps,
+                size: size.or(from_board.map(|b| b.camera_size)),
+                fps: fps.or(from_board.map(|b| b.camera.fps)).unwrap_or(0.0),
+                format: from_board.map(|b| b.camera.format).unwrap_or_default(),
                 events,
                 events_max_bytes,
-                config: file_config.as_ref().and_then(|c| c.kiosk.clone()).unwrap_or_default(),
-                config_file: cli.config.clone(),
+                config: kiosk.unwrap_or_default(),
+                settings,
                 frame_clock: !wall_clock && !is_camera,
                 dry_run,
             };

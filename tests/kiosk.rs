@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use facegate::act::{DryRun, Event, EventSink};
 use facegate::gallery::{Dtype, Gallery, GalleryWriter, ModelKey, Person};
-use facegate::kiosk::{Clock, Control, Kiosk, KioskConfig};
+use facegate::kiosk::{Clock, Control, Kiosk, KioskConfig, Settings};
 use facegate::pipeline::{Pipeline, PipelineConfig, Want};
 use facegate::scene;
 use facegate::policy::Verdict;
@@ -82,7 +82,7 @@ fn replay_scene(reload_from: Option<&str>) -> Replay {
         pipeline: &pipeline,
         gallery: Gallery::open(&gallery_path, key).unwrap(),
         config,
-        config_file,
+        settings: Settings { board: None, file: config_file },
         clock: Clock::Frames { fps: FPS },
         events: EventSink::Memory(events.clone()),
         relay: Box::new(relay.clone()),
@@ -212,7 +212,7 @@ fn a_source_that_fails_comes_back_and_the_loop_goes_on() {
         pipeline: &pipeline,
         gallery: Gallery::open(&path, key).unwrap(),
         config: KioskConfig::default(),
-        config_file: None,
+        settings: Settings::default(),
         clock: Clock::Wall(std::time::Instant::now()),
         events: EventSink::Memory(events.clone()),
         relay: Box::new(DryRun::default()),
@@ -268,10 +268,38 @@ fn run_command_replays_a_directory_and_writes_events() {
     assert!(stderr(&out).contains("/nonexistent/gpiochip0 line 17"), "{}", stderr(&out));
     let out = run(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Board profiles: this machine's runs; another architecture's, a bad profile file and an
+    // unknown name are refused at start with the reason (exit 2).
+    let board = |name: &str| {
+        let args = ["run", "--board", name, "--dry-run", "--source", frames.to_str().unwrap(), "--gallery", g.to_str().unwrap()];
+        facegate(&args, dir.path())
+    };
+    let here = match std::env::consts::ARCH {
+        "aarch64" => "rpi4",
+        "arm" => "rpi-armv7",
+        _ => "x86_64",
+    };
+    let out = board(here);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let foreign = if cfg!(target_arch = "x86_64") { "rpi4" } else { "x86_64" };
+    let out = board(foreign);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("target: board profile"), "{}", stderr(&out));
+    let bad = dir.path().join("myboard.toml");
+    let text = std::fs::read_to_string(root().join("boards/x86_64.toml")).unwrap().replace("threads = 2", "threads = 0");
+    std::fs::write(&bad, text).unwrap();
+    let out = board(bad.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("threads: 0 must be 1..=64"), "{}", stderr(&out));
+    let out = board("rpi9");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("the bundled ones are rpi4"), "{}", stderr(&out));
 }
 
 #[test]
 fn the_example_configuration_states_the_defaults() {
     let c = facegate::config::Config::load(&root().join("deploy/facegate.example.toml")).unwrap();
-    assert_eq!(c.kiosk, Some(KioskConfig::default()));
+    assert!(c.kiosk.is_some());
+    assert_eq!(c.kiosk_config(None).unwrap(), KioskConfig::default());
 }

@@ -2,7 +2,7 @@
 //! above it (decoding, replay, reconnection, the kiosk loop) is tested with file sources,
 //! because the build machines have no V4L2 at all.
 //!
-//! MJPEG is asked for; the driver may answer with another format and that answer is used (MJPEG
+//! MJPEG (or YUYV, as the board profile says) is asked for; the driver may answer with another format and that answer is used (MJPEG
 //! or YUYV; anything else is refused). Each buffer is cut to `bytesused`, since the crate hands
 //! out the whole mapped buffer. A capture that times out or fails drops the stream and reports
 //! the camera gone; the kiosk then reopens it with backoff.
@@ -28,12 +28,13 @@ pub struct Camera {
     fps: f64,
     stream: Option<Stream<'static>>,
     format: Option<(u32, u32, [u8; 4])>,
+    asked: super::PixelFormat,
     number: u64,
 }
 
 impl Camera {
-    pub fn open(path: &str, size: Option<(u32, u32)>, fps: f64) -> Result<Camera, SourceError> {
-        let mut cam = Camera { path: path.into(), size, fps, stream: None, format: None, number: 0 };
+    pub fn open(path: &str, size: Option<(u32, u32)>, fps: f64, asked: super::PixelFormat) -> Result<Camera, SourceError> {
+        let mut cam = Camera { path: path.into(), size, fps, stream: None, format: None, asked, number: 0 };
         cam.connect()?;
         Ok(cam)
     }
@@ -50,7 +51,7 @@ impl Camera {
             fmt.width = w;
             fmt.height = h;
         }
-        fmt.fourcc = FourCC::new(b"MJPG");
+        fmt.fourcc = FourCC::new(&self.asked.fourcc());
         let fmt = dev.set_format(&fmt).map_err(fail)?;
         if &fmt.fourcc.repr != b"MJPG" && &fmt.fourcc.repr != b"YUYV" {
             return Err(SourceError::Config {
