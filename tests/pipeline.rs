@@ -8,6 +8,13 @@ use facegate::detect::DetectorConfig;
 use facegate::frame::read_image;
 use facegate::{Pipeline, PipelineConfig, Want};
 
+/// The default pipeline, built once for the tests that use it: building it (plans optimised for
+/// each model) is most of these tests' time under qemu, where CI runs them for the ARM boards.
+fn default_pipeline() -> &'static Pipeline {
+    static PIPELINE: std::sync::OnceLock<Pipeline> = std::sync::OnceLock::new();
+    PIPELINE.get_or_init(|| Pipeline::new(&PipelineConfig::default()).unwrap())
+}
+
 /// Photos the detector input does not shrink beyond 2× go through the same arithmetic as the
 /// reference: landmarks agree to float rounding (pixels per 100 px of face width).
 const SAME_PATH_TOL_PER_100PX: f32 = 0.05;
@@ -66,7 +73,7 @@ fn bundled_photos_match_the_reference_pipeline() {
 
 #[test]
 fn same_person_matches_and_strangers_do_not() {
-    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+    let pipeline = default_pipeline();
     let threshold = pipeline.embedder.model.manifest.match_threshold.unwrap();
     let want = Want { embedding: true, attributes: false };
     let emb = |name: &str| {
@@ -86,7 +93,7 @@ fn same_person_matches_and_strangers_do_not() {
 
 #[test]
 fn a_cat_is_not_a_face() {
-    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+    let pipeline = default_pipeline();
     let img = read_image(&sample("chelsea.png")).unwrap();
     assert!(pipeline.analyze(&img, Want::default()).unwrap().is_empty());
 }
@@ -96,7 +103,7 @@ fn a_cat_is_not_a_face() {
 #[test]
 fn celeba_same_identity_is_closer_than_different() {
     let Some(data) = shared_data("celeba_same_identity_is_closer_than_different") else { return };
-    let pipeline = Pipeline::new(&PipelineConfig::default()).unwrap();
+    let pipeline = default_pipeline();
     let csv = std::fs::read_to_string(data.join("celeba-id/identities.csv")).unwrap();
     let mut by_id: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for line in csv.lines().skip(1) {
