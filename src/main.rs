@@ -348,7 +348,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
     let settings = facegate::kiosk::Settings { board: board.clone(), file: cli.config.clone() };
     let kiosk = match cli.command {
-        Command::Run { .. } => Some(settings.load()?.0),
+        // The file is already read: check its [kiosk] over the board's without reading it again.
+        Command::Run { .. } => Some(file_config.clone().unwrap_or_default().kiosk_config(board.as_ref())?),
         _ => None,
     };
     if let Some(size) = cli.detector_size {
