@@ -15,6 +15,11 @@ use sha2::{Digest, Sha256};
 use anyhow::{bail, ensure, Context as _};
 use tract_onnx::prelude::*;
 
+// The NNEF operators of int8 models, shared with the run time (`src/nnef_quant.rs`).
+#[path = "src/nnef_quant.rs"]
+#[allow(dead_code)]
+mod nnef_quant;
+
 #[derive(Deserialize)]
 struct Manifest {
     name: String,
@@ -31,6 +36,7 @@ fn main() {
     let models = root.join("models");
     println!("cargo:rerun-if-changed={}", models.display());
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/nnef_quant.rs");
 
     let mut manifests: Vec<PathBuf> = fs::read_dir(&models)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -118,6 +124,6 @@ fn convert(m: &Manifest, onnx: &Path, nnef: &Path) -> TractResult<()> {
     // The detector is decluttered at load, after its size is pinned.
     let typed = if m.task == "detector" { typed } else { typed.into_decluttered()? };
     let file = fs::File::create(nnef)?;
-    tract_nnef::nnef().write_to_tar(&typed, file)?;
+    tract_nnef::nnef().with_registry(nnef_quant::registry()).write_to_tar(&typed, file)?;
     Ok(())
 }

@@ -1,4 +1,8 @@
-//! Per-face analysis of aligned crops: the identity embedding and age and gender.
+//! Per-face analysis of aligned crops: the identity embedding, age, gender and faceness.
+//!
+//! The default per-face model is the multi-task network (`models/mtl*.toml`): one run on the
+//! 112×112 ArcFace-aligned crop gives all four. The teachers it was trained from stay available:
+//! MobileFaceNet for the embedding and HSE FaceRes (its own 224-px crop) for age and gender.
 //!
 //! Each model declares its crop in its manifest (template, size and zoom); the crops are made
 //! here from the detection's landmarks with [`crate::align`], so the same frame and landmarks
@@ -8,7 +12,7 @@ use image::RgbImage;
 
 use crate::align::{self, Point, ARCFACE_112};
 use crate::error::ModelError;
-use crate::model::Model;
+use crate::model::{Model, Task};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,7 +63,8 @@ fn crop_for(model: &Model, img: &RgbImage, landmarks: &[Point; 5]) -> Result<Rgb
     })
 }
 
-/// The identity embedder (MobileFaceNet): 112×112 crop aligned to the ArcFace template.
+/// The per-face model on the 112×112 ArcFace-aligned crop: an embedder (MobileFaceNet) or the
+/// multi-task model, which adds age, gender and faceness to the embedding in the same run.
 pub struct Embedder {
     pub model: Model,
 }
@@ -77,18 +82,46 @@ impl Embedder {
         crop_for(&self.model, img, landmarks)
     }
 
-    /// Embeds an aligned crop of the model's input size.
-    pub fn embed_crop(&self, crop: &RgbImage) -> Result<Vec<f32>, ModelError> {
+    /// Whether one run also gives age, gender and faceness.
+    pub fn is_multitask(&self) -> bool {
+        self.model.manifest.task == Task::Multitask
+    }
+
+    /// Probability of a face at or above which the multi-task model's crop counts as a face.
+    pub fn face_threshold(&self) -> f32 {
+        self.model.manifest.face_threshold.unwrap_or(0.5)
+    }
+
+    /// Runs the model once on an aligned crop of its input size: the embedding, and for the
+    /// multi-task model also age, male probability and faceness.
+    pub fn run_crop(&self, crop: &RgbImage) -> Result<FaceAnalysis, ModelError> {
         let outputs = self.model.run(self.model.input_from_rgb(crop)?)?;
         let (e, _) = self.model.output(&outputs, "embedding")?;
         let mut v = e.to_vec();
+        let contract = |detail: String| ModelError::Contract { model: self.model.name().to_string(), detail };
         if v.len() != self.dim() || !l2_normalise(&mut v) {
-            return Err(ModelError::Contract {
-                model: self.model.name().to_string(),
-                detail: format!("embedding of length {} is not a usable {}-d vector", v.len(), self.dim()),
-            });
+            return Err(contract(format!("embedding of length {} is not a usable {}-d vector", v.len(), self.dim())));
         }
-        Ok(v)
+        let mut analysis = FaceAnalysis { embedding: Some(v), ..FaceAnalysis::default() };
+        if self.is_multitask() {
+            let (male, _) = self.model.output(&outputs, "gender")?;
+            let (ages, _) = self.model.output(&outputs, "age")?;
+            let (face, _) = self.model.output(&outputs, "faceness")?;
+            let age = age_from_probs(ages, self.model.manifest.age_rule.as_deref().unwrap_or("expectation"));
+            let (male, face) = (male.first().copied().unwrap_or(f32::NAN), face.first().copied().unwrap_or(f32::NAN));
+            if !(age.is_finite() && male.is_finite() && face.is_finite()) {
+                return Err(contract("age, gender or faceness output is not finite".into()));
+            }
+            analysis.age = Some(age);
+            analysis.male_prob = Some(male.clamp(0.0, 1.0));
+            analysis.faceness = Some(face.clamp(0.0, 1.0));
+        }
+        Ok(analysis)
+    }
+
+    /// Embeds an aligned crop of the model's input size.
+    pub fn embed_crop(&self, crop: &RgbImage) -> Result<Vec<f32>, ModelError> {
+        Ok(self.run_crop(crop)?.embedding.unwrap_or_default())
     }
 
     pub fn embed(&self, img: &RgbImage, landmarks: &[Point; 5]) -> Result<Vec<f32>, ModelError> {

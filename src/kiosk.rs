@@ -130,6 +130,8 @@ pub struct Stats {
     pub embed_s: f64,
     pub match_s: f64,
     pub embeddings: u64,
+    /// Crops the multi-task face head called not a face (not matched).
+    pub not_faces: u64,
     pub decisions: u64,
     /// Per-frame latency from asking the source to the end of processing, seconds: the last
     /// `LATENCY_WINDOW` frames (in no particular order), so that a kiosk running for months
@@ -221,8 +223,8 @@ pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn 
     let pct = |p: f64| lat.get(((lat.len().saturating_sub(1)) as f64 * p) as usize).copied().unwrap_or(0.0) * 1000.0;
     writeln!(
         out,
-        "# {} frames ({} bad), {} embeddings, {} decisions; per frame: decode {:.1} ms, detect {:.1} ms, embed {:.1} ms, match {:.2} ms; latency p50 {:.1} ms p95 {:.1} ms",
-        stats.frames, stats.bad_frames, stats.embeddings, stats.decisions,
+        "# {} frames ({} bad), {} embeddings, {} crops not a face, {} decisions; per frame: decode {:.1} ms, detect {:.1} ms, embed {:.1} ms, match {:.2} ms; latency p50 {:.1} ms p95 {:.1} ms",
+        stats.frames, stats.bad_frames, stats.embeddings, stats.not_faces, stats.decisions,
         stats.decode_s * 1e3 / n, stats.detect_s * 1e3 / n, stats.embed_s * 1e3 / n, stats.match_s * 1e3 / n, pct(0.5), pct(0.95)
     )
     .ok();
@@ -422,19 +424,26 @@ impl Kiosk<'_> {
                 let t1 = Instant::now();
                 let embedded = self.pipeline.embedder.crop(&frame.image, &det.landmarks).and_then(|crop| {
                     Ok(match check_crop(&self.config.quality, &crop) {
-                        Ok(_) => Some(self.pipeline.embedder.embed_crop(&crop)?),
+                        Ok(_) => Some(self.pipeline.embedder.run_crop(&crop)?),
                         Err(_) => None,
                     })
                 });
                 stats.embed_s += t1.elapsed().as_secs_f64();
-                let embedding = match embedded {
-                    Ok(Some(e)) => e,
+                let analysis = match embedded {
+                    // The multi-task model's face head: a detection that is not a well-aligned
+                    // face (a poster edge, a hand, a bad landmark fit) is not matched.
+                    Ok(Some(a)) if a.faceness.is_some_and(|p| p < self.pipeline.embedder.face_threshold()) => {
+                        stats.not_faces += 1;
+                        continue;
+                    }
+                    Ok(Some(a)) => a,
                     Ok(None) => continue,
                     Err(e) => {
                         log::error!("frame {}: embedding failed: {e}", frame.number);
                         continue;
                     }
                 };
+                let Some(embedding) = analysis.embedding.clone() else { continue };
                 last_embed.insert(track, frame.number);
                 stats.embeddings += 1;
                 let t2 = Instant::now();
@@ -446,8 +455,10 @@ impl Kiosk<'_> {
                 if let Some(d) = policy.observe(track, now, best) {
                     stats.decisions += 1;
                     let attrs = match (&self.pipeline.attributes, self.config.attributes) {
+                        (_, false) => None,
                         (Some(a), true) => a.predict(&frame.image, &det.landmarks).ok(),
-                        _ => None,
+                        // the multi-task model's heads, from the same run
+                        (None, true) => analysis.age.zip(analysis.male_prob),
                     };
                     self.decided(d, frame.number, now, attrs);
                 }

@@ -22,6 +22,7 @@ pub mod frame;
 pub mod gallery;
 pub mod kiosk;
 pub mod model;
+mod nnef_quant;
 pub mod pipeline;
 pub mod policy;
 #[doc(hidden)]

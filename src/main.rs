@@ -30,6 +30,10 @@ struct Cli {
     /// calibrated thresholds override the embedder manifest's; --threshold overrides both.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Per-face model [default: mtl; with --board, the board's variant]. Galleries are shared
+    /// between all three: the multi-task models keep MobileFaceNet's embedding space.
+    #[arg(long, global = true, value_enum)]
+    face_model: Option<facegate::pipeline::FaceModel>,
     #[command(subcommand)]
     command: Command,
 }
@@ -320,7 +324,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         }
         return Ok(Outcome::Ok);
     }
-    let mut config = PipelineConfig::default();
+    let board = match &cli.command {
+        Command::Run { board: Some(name), .. } => Some(facegate::board::Board::load(name)?),
+        _ => None,
+    };
+    let face_model = cli.face_model.unwrap_or(match board.as_ref().map(|b| b.model) {
+        Some(facegate::board::ModelVariant::Int8) => facegate::pipeline::FaceModel::MtlInt8,
+        _ => facegate::pipeline::FaceModel::Mtl,
+    });
+    let mut config = PipelineConfig::with_face_model(face_model);
     if let Command::Gallery { action } = cli.command {
         return run_gallery(action, &config.embedder, out);
     }
@@ -337,10 +349,6 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
     // Validated before the models load.
     let file_config = cli.config.as_deref().map(facegate::config::Config::load).transpose()?;
-    let board = match &cli.command {
-        Command::Run { board: Some(name), .. } => Some(facegate::board::Board::load(name)?),
-        _ => None,
-    };
     if let Some(b) = &board {
         b.check_runs_here()?;
         // Before any model is loaded: tract picks its kernels once.

@@ -90,9 +90,22 @@ pub struct Manifest {
     /// How `match_threshold` was calibrated, and the 1:N rule (`facegate calibrate`).
     #[serde(default)]
     pub calibration: Option<crate::config::Calibration>,
+    /// The embedding space a multi-task model shares with its teacher embedder (galleries are
+    /// bound to the space, see [`fingerprint`]).
+    #[serde(default)]
+    pub embedding_space: Option<EmbeddingSpace>,
     // Attributes.
     pub align_zoom: Option<f32>,
     pub age_rule: Option<String>,
+    /// Multi-task: faceness at or above which a crop counts as a face.
+    pub face_threshold: Option<f32>,
+}
+
+/// The embedder whose embeddings a model reproduces: its name and ONNX sha256.
+#[derive(Clone, Debug, Deserialize)]
+pub struct EmbeddingSpace {
+    pub name: String,
+    pub sha256: String,
 }
 
 impl Manifest {
@@ -161,7 +174,7 @@ impl std::fmt::Debug for Model {
 }
 
 thread_local! {
-    static NNEF: tract_nnef::framework::Nnef = tract_nnef::nnef();
+    static NNEF: tract_nnef::framework::Nnef = tract_nnef::nnef().with_registry(crate::nnef_quant::registry());
 }
 
 /// The embedded NNEF bytes of model `name`, as `build.rs` wrote them.
@@ -216,14 +229,23 @@ fn find(name: &str) -> Result<&'static EmbeddedModel, ModelError> {
 
 /// Identity of an embedding space: the weights' hash, the preprocessing and the dimension.
 /// A gallery made with another fingerprint holds vectors that cannot be compared.
+///
+/// A model that declares `[embedding_space]` (the multi-task models: their identity path is
+/// MobileFaceNet's, frozen) is fingerprinted by that embedder's name and hash, so a gallery
+/// enrolled with either is read by both. `tests/golden.rs` checks that the embeddings agree
+/// (float: cosine ≥ 0.9999; int8: ≥ 0.98 on the bundled faces).
 pub fn fingerprint(name: &str) -> Result<[u8; 32], ModelError> {
     let em = find(name)?;
     let m = embedded_manifest(name)?;
+    let (space_sha, space_name) = match &m.embedding_space {
+        Some(s) => (s.sha256.as_str(), s.name.as_str()),
+        None => (m.sha256.as_str(), em.name),
+    };
     let mut h = Sha256::new();
-    h.update(m.sha256.as_bytes());
+    h.update(space_sha.as_bytes());
     h.update(format!("{:?}|{:?}|{:?}|{:?}", m.layout, m.colour, m.mean, m.std).as_bytes());
     h.update(format!("{:?}|{:?}|{:?}", m.input_size, m.template, m.embedding_dim).as_bytes());
-    h.update(em.name.as_bytes());
+    h.update(space_name.as_bytes());
     Ok(h.finalize().into())
 }
 

@@ -9,24 +9,57 @@ use crate::analyze::{AttributeModel, Embedder, FaceAnalysis};
 use crate::detect::{Detection, Detector, DetectorConfig};
 use crate::error::ModelError;
 
+/// The per-face models: the multi-task network (the default), its int8 version, or the two
+/// separate teacher models it was trained from (kept for comparison).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FaceModel {
+    /// One multi-task run per face: embedding, age, gender, faceness (`models/mtl.toml`).
+    #[default]
+    Mtl,
+    /// The same network with int8 pointwise convolutions (`models/mtl-int8.toml`).
+    MtlInt8,
+    /// MobileFaceNet (embedding) and HSE FaceRes (age, gender): two runs per face, no faceness.
+    Teachers,
+}
+
+impl FaceModel {
+    /// `(embedder, attribute model)` by embedded name.
+    pub fn models(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            FaceModel::Mtl => ("mtl", None),
+            FaceModel::MtlInt8 => ("mtl-int8", None),
+            FaceModel::Teachers => ("mobilefacenet", Some("faceres")),
+        }
+    }
+}
+
 /// Which models to load, by embedded name.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub detector: String,
+    /// The model run on the 112-px aligned crop: a multi-task model or an embedder.
     pub embedder: String,
-    /// `None`: no age and gender.
+    /// A separate age and gender model; `None` with a multi-task embedder (its own heads) or
+    /// when age and gender are not wanted.
     pub attributes: Option<String>,
     pub detector_config: Option<DetectorConfig>,
 }
 
-impl Default for PipelineConfig {
-    fn default() -> Self {
+impl PipelineConfig {
+    pub fn with_face_model(face_model: FaceModel) -> PipelineConfig {
+        let (embedder, attributes) = face_model.models();
         PipelineConfig {
             detector: "centerface".into(),
-            embedder: "mobilefacenet".into(),
-            attributes: Some("faceres".into()),
+            embedder: embedder.into(),
+            attributes: attributes.map(String::from),
             detector_config: None,
         }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig::with_face_model(FaceModel::default())
     }
 }
 
@@ -57,15 +90,26 @@ impl Pipeline {
         Ok(Pipeline { detector, embedder, attributes })
     }
 
-    /// Detects every face in `img` and analyses each as asked, largest face first.
+    /// Whether age and gender can be computed (multi-task model or a separate model loaded).
+    pub fn has_attributes(&self) -> bool {
+        self.embedder.is_multitask() || self.attributes.is_some()
+    }
+
+    /// Detects every face in `img` and analyses each as asked, largest face first. The
+    /// multi-task model gives embedding, age, gender and faceness in one run whenever either is
+    /// wanted.
     pub fn analyze(&self, img: &RgbImage, want: Want) -> Result<Vec<Face>, ModelError> {
         let mut detections: Vec<Detection> = self.detector.detect(img)?.into_iter().collect();
         detections.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
         let mut faces = Vec::with_capacity(detections.len());
+        let multitask = self.embedder.is_multitask();
         for detection in detections {
             let mut analysis = FaceAnalysis::default();
-            if want.embedding {
-                analysis.embedding = Some(self.embedder.embed(img, &detection.landmarks)?);
+            if want.embedding || (want.attributes && multitask) {
+                analysis = self.embedder.run_crop(&self.embedder.crop(img, &detection.landmarks)?)?;
+                if !want.embedding {
+                    analysis.embedding = None;
+                }
             }
             if let (true, Some(attr)) = (want.attributes, &self.attributes) {
                 let (age, male) = attr.predict(img, &detection.landmarks)?;

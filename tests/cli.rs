@@ -51,11 +51,13 @@ fn analyze_prints_one_line_per_image_in_order_and_survives_bad_files() {
     assert_eq!(lines[2]["faces"].as_array().unwrap().len(), 0, "a cat is not a face");
     assert_eq!(lines[0], lines[6], "same image, same answer");
     let face = &lines[0]["faces"][0];
-    assert_eq!(face.as_object().unwrap().len(), 6);
+    assert_eq!(face.as_object().unwrap().len(), 7);
+    let faceness = face["faceness"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&faceness), "the multi-task face head on a real face: {faceness}");
     let raw = stdout(&out);
     let first = raw.lines().next().unwrap();
     let at = |k: &str| first.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("no {k}"));
-    let order = ["image", "width", "height", "faces", "bbox", "score", "landmarks", "age", "gender", "male_prob"];
+    let order = ["image", "width", "height", "faces", "bbox", "score", "landmarks", "age", "gender", "male_prob", "faceness"];
     assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "field order: {first}");
     assert_eq!(lines[0]["width"], 910);
     assert_eq!(lines[0]["height"], 1137);
@@ -63,6 +65,26 @@ fn analyze_prints_one_line_per_image_in_order_and_survives_bad_files() {
     let lm = face["landmarks"].as_array().unwrap();
     assert_eq!(lm.len(), 5);
     assert!(lm[0][0].as_f64() < lm[1][0].as_f64(), "image-left eye first");
+}
+
+/// The teachers stay selectable: same detections, their own age and gender, no faceness; and
+/// a gallery enrolled with them is read by the multi-task model (one embedding space).
+#[test]
+fn teachers_remain_an_option_and_share_galleries() {
+    let dir = tempfile::tempdir().unwrap();
+    let obama = sample("obama.jpg");
+    let out = facegate(&["--face-model", "teachers", "analyze", "--json", s(&obama)], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let face = &json_lines(&stdout(&out))[0]["faces"][0];
+    assert!(face.get("faceness").is_none() && face["age"].as_f64().is_some(), "{face}");
+    let gallery = dir.path().join("g.fgal");
+    let g = s(&gallery);
+    let out = facegate(&["--face-model", "teachers", "enroll", "--gallery", g, "--name", "obama", s(&obama)], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for model in ["mtl", "mtl-int8"] {
+        let out = facegate(&["--face-model", model, "verify", "--gallery", g, "--name", "obama", s(&sample("obama2.jpg"))], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{model}: {} {}", stdout(&out), stderr(&out));
+    }
 }
 
 #[test]

@@ -144,3 +144,35 @@ fn celeba_same_identity_is_closer_than_different() {
     assert!(genuine.len() >= 40 && impostor.len() >= 40);
     assert!(g - im > 0.35, "genuine {g} vs impostor {im}");
 }
+
+/// int8 against float on every bundled face: the same detections, aligned crops through both
+/// multi-task models. Limits from the validation split (train/mtl/results/export-first.json:
+/// embedding cosine mean 0.99+, gender agreement 99 %+), loosened for 5 faces.
+#[test]
+fn int8_multitask_agrees_with_float() {
+    let pipeline = default_pipeline();
+    assert!(pipeline.embedder.is_multitask(), "the default per-face model is the multi-task one");
+    let int8 = facegate::analyze::Embedder::new("mtl-int8").unwrap();
+    let want = Want { embedding: true, attributes: true };
+    let mut n = 0;
+    for file in ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png"] {
+        let img = read_image(&sample(file)).unwrap();
+        for face in pipeline.analyze(&img, want).unwrap() {
+            let q = int8.run_crop(&int8.crop(&img, &face.detection.landmarks).unwrap()).unwrap();
+            let f = &face.analysis;
+            let cos = cosine(f.embedding.as_ref().unwrap(), q.embedding.as_ref().unwrap());
+            let (age_f, age_q) = (f.age.unwrap(), q.age.unwrap());
+            let (male_f, male_q) = (f.male_prob.unwrap(), q.male_prob.unwrap());
+            let (face_f, face_q) = (f.faceness.unwrap(), q.faceness.unwrap());
+            eprintln!(
+                "{file}: cosine {cos:.4}; age {age_f:.1} / {age_q:.1}; male {male_f:.3} / {male_q:.3}; faceness {face_f:.3} / {face_q:.3}"
+            );
+            assert!(cos >= 0.98, "{file}: int8 embedding cosine {cos}");
+            assert!((age_f - age_q).abs() <= 3.0, "{file}: age {age_f} vs {age_q}");
+            assert_eq!(male_f >= 0.5, male_q >= 0.5, "{file}: gender");
+            assert!(face_f >= 0.5 && face_q >= 0.5, "{file}: a real face is a face");
+            n += 1;
+        }
+    }
+    assert_eq!(n, 5, "one face per photo");
+}

@@ -585,7 +585,7 @@ pub struct AttrsArgs {
 
 pub fn attrs(ctx: &Context, args: &AttrsArgs, out: &mut dyn Write) -> Result<Outcome> {
     let started = Instant::now();
-    if ctx.pipeline.attributes.is_none() {
+    if !ctx.pipeline.has_attributes() {
         bail!("the age and gender model is not loaded");
     }
     let sets: Vec<Vec<inputs::Label>> =

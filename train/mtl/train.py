@@ -12,6 +12,8 @@ negative pool (at most --max-train-neg per negative kind, drawn once with seed S
 Val = rows with split "val" (all faces; at most --max-val-neg crops per negative kind).
 With --freeze trunk (default) the frozen trunk's outputs are computed once per used crop
 (FrozenCache) and each step runs only the trainable branch; the time is logged separately.
+The outputs are saved as OUT/trunk-<key>.pt (key: the rows, the fork and the embedder's bytes)
+and read back by later runs over the same rows.
 
 Loss  L = l_emb*L_emb + l_gender*L_gender + l_age*L_age + l_face*L_face  (--lambdas in that order)
   L_emb     1 - cos(student embedding, teacher embedding) on face crops (teacher: stored
@@ -34,13 +36,15 @@ Val metrics (each epoch; the teachers' numbers on the same crops beside them):
   * AAF val / UTK val: gender accuracy (male if logit > 0; teacher: P(male) > 0.5), age MAE
     (student: expectation over 0..100; teacher: the manifest's top-2 rule).
   * face head accuracy at 0.5 on val faces, background and badly aligned crops.
-Writes OUT/runs/<name>/{model.pt,log.json} (outside the repo) and train/mtl/results/<name>.json.
+Writes OUT/runs/<name>/{model.pt,log.json} (outside the repo) and <results-dir>/<name>.json
+(default train/mtl/results/).
 Torch uses 2 threads (torch.set_num_threads(2)).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import sys
@@ -259,6 +263,7 @@ def main():
                     help="who computes the frozen trunk's outputs once (same weights)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="first")
+    ap.add_argument("--results-dir", default=str(HERE / "results"), help="where <name>.json goes")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
@@ -315,9 +320,20 @@ def main():
     if args.freeze == "trunk":
         if args.flip:
             raise SystemExit("--flip needs the trunk to run per step: not with --freeze trunk")
-        fc = FrozenCache(net, D["crops"], np.concatenate([tr, va]), backend=args.cache_backend)
-        log["trunk_cache_seconds"] = round(fc.seconds, 1)
-        print(f"trunk outputs cached for {len(tr) + len(va)} crops in {fc.seconds:.0f} s", flush=True)
+        rows = np.concatenate([tr, va])
+        key = hashlib.sha256(rows.tobytes() + args.fork.encode()
+                             + (ROOT / "models" / "mobilefacenet.onnx").read_bytes()).hexdigest()[:16]
+        saved = cache / f"trunk-{key}.pt"
+        if saved.exists():
+            # the same rows through the same frozen weights: reuse the outputs of an earlier run
+            fc = FrozenCache.__new__(FrozenCache)
+            fc.__dict__.update(torch.load(saved, weights_only=False))  # our own file
+            print(f"trunk outputs for {len(rows)} crops read from {saved}", flush=True)
+        else:
+            fc = FrozenCache(net, D["crops"], rows, backend=args.cache_backend)
+            torch.save(fc.__dict__, saved)
+            log["trunk_cache_seconds"] = round(fc.seconds, 1)
+            print(f"trunk outputs cached for {len(rows)} crops in {fc.seconds:.0f} s", flush=True)
     step = 0
     for ep in range(args.epochs):
         rng = np.random.default_rng(SEED + ep)
@@ -359,8 +375,9 @@ def main():
         print(json.dumps(rec), flush=True)
         torch.save({"state_dict": net.state_dict(), "args": vars(args)}, run_dir / "model.pt")
         (run_dir / "log.json").write_text(json.dumps(log, indent=1) + "\n")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / f"{args.name}.json").write_text(json.dumps(log, indent=1) + "\n")
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.name}.json").write_text(json.dumps(log, indent=1) + "\n")
 
 
 if __name__ == "__main__":
