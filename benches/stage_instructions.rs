@@ -8,7 +8,7 @@
 //! plugin prints the instruction count at each marker on stderr. Without the plugin it runs
 //! as a plain smoke test of the same calls.
 
-use facegate::analyze::AttributeModel;
+use facegate::analyze::{AttributeModel, Embedder};
 use facegate::gallery::{pseudo_random_unit, Dtype, Gallery, GalleryWriter, ModelKey, Person};
 use facegate::kiosk::KioskConfig;
 use facegate::pipeline::{Pipeline, PipelineConfig};
@@ -62,7 +62,10 @@ fn main() {
     assert_eq!(dets.len(), 1, "one face in the frame");
     let landmarks = dets[0].landmarks;
     let probe = small.embedder.embed_crop(&small.embedder.crop(&decoded, &landmarks).unwrap()).unwrap();
-    let attributes: &AttributeModel = small.attributes.as_ref().expect("the attribute model");
+    // The per-face models side by side: the multi-task default (float, int8) and the teachers.
+    let int8 = Embedder::new("mtl-int8").unwrap();
+    let teacher = Embedder::new("mobilefacenet").unwrap();
+    let attributes = AttributeModel::new("faceres").unwrap();
 
     let mut stages: Vec<(&str, usize)> = Vec::new();
     let mut stage = |name: &'static str, reps: usize, f: &mut dyn FnMut()| {
@@ -84,10 +87,16 @@ fn main() {
     stage("detect_640x480", 2, &mut || {
         std::hint::black_box(full.detector.detect(&decoded).unwrap());
     });
-    stage("align_and_embed", 5, &mut || {
-        std::hint::black_box(small.embedder.embed_crop(&small.embedder.crop(&decoded, &landmarks).unwrap()).unwrap());
+    stage("mtl_align_and_run", 5, &mut || {
+        std::hint::black_box(small.embedder.run_crop(&small.embedder.crop(&decoded, &landmarks).unwrap()).unwrap());
     });
-    stage("age_gender", 3, &mut || {
+    stage("mtl_int8_align_and_run", 3, &mut || {
+        std::hint::black_box(int8.run_crop(&int8.crop(&decoded, &landmarks).unwrap()).unwrap());
+    });
+    stage("teacher_align_and_embed", 5, &mut || {
+        std::hint::black_box(teacher.embed_crop(&teacher.crop(&decoded, &landmarks).unwrap()).unwrap());
+    });
+    stage("teacher_age_gender", 3, &mut || {
         std::hint::black_box(attributes.predict(&decoded, &landmarks).unwrap());
     });
     stage("match_1k_int8", 10, &mut || {

@@ -28,7 +28,7 @@ TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 RUNS = [
     ("x86_64 (native, callgrind)", None, "callgrind", None, None, {}),
     ("aarch64 cortex-a72 (Pi 4)", "aarch64-unknown-linux-gnu", "qemu-aarch64", "cortex-a72", 173, {"TRACT_CPU_AARCH64_KIND": "a72"}),
-    ("aarch64 cortex-a76 (Pi 5)", "aarch64-unknown-linux-gnu", "qemu-aarch64", "cortex-a76", 173, {"TRACT_CPU_AARCH64_KIND": "generic"}),
+    ("aarch64 cortex-a76 (Pi 5)", "aarch64-unknown-linux-gnu", "qemu-aarch64", "cortex-a76", 173, {"TRACT_CPU_AARCH64_KIND": "generic", "TRACT_CPU_ISA": "+dotprod,+fp16"}),
     ("armv7 cortex-a15 (32-bit Pi OS)", "armv7-unknown-linux-gnueabihf", "qemu-arm", "cortex-a15", 64, {"TRACT_CPU_ARM32_NEON": "true"}),
 ]
 SYSROOT = {"aarch64-unknown-linux-gnu": "/usr/aarch64-linux-gnu", "armv7-unknown-linux-gnueabihf": "/usr/arm-linux-gnueabihf"}
