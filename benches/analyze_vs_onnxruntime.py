@@ -189,7 +189,9 @@ def run_ort(pipe: OrtPipeline, images: list[Path], auto: bool) -> dict:
 
 
 def detector_flags(auto: bool) -> list[str]:
-    return [] if auto else ["--detector-size", f"{DET_W}x{DET_H}"]
+    # The onnxruntime side runs the teachers (MobileFaceNet + FaceRes), so facegate does too:
+    # its default per-face model is now the multi-task network (one run instead of two).
+    return ["--face-model", "teachers"] + ([] if auto else ["--detector-size", f"{DET_W}x{DET_H}"])
 
 
 def thread_flags(binary: Path, threads: int | None) -> list[str]:

@@ -201,16 +201,25 @@ def main():
         pairs = {"a": [r["path_a"] for r in rows], "b": [r["path_b"] for r in rows],
                  "same": np.array([r["same"] == "1" for r in rows]),
                  "fold": np.array([int(r["fold"]) for r in rows])}
-        # the val rows of train.py (negatives capped as in the run)
+        # The val rows of train.py: its seeded draws replayed in its order (train negatives
+        # first, then val). Exports before 2026-12-01 06:30 skipped the train draw, so their
+        # 500 + 500 val negatives were another sample of the same pool.
         rng0 = np.random.default_rng(T.SEED)
+        tr_rows, va_rows = tr, va
         if targs.get("limit_train"):
-            rng0.choice(tr, min(targs["limit_train"], len(tr)), replace=False)
-        keep = [va[D["kind"][va] == 0]]
-        for k in (1, 2):
-            r = va[D["kind"][va] == k]
-            n = targs.get("max_val_neg", 0)
-            keep.append(np.sort(rng0.choice(r, n, replace=False)) if n and len(r) > n else r)
-        val_rows = np.sort(np.concatenate(keep))
+            tr_rows = np.sort(rng0.choice(tr, min(targs["limit_train"], len(tr)), replace=False))
+        if targs.get("limit_val"):
+            va_rows = np.sort(rng0.choice(va, min(targs["limit_val"], len(va)), replace=False))
+
+        def cap(rows, n):
+            keep = [rows[D["kind"][rows] == 0]]
+            for k in (1, 2):
+                r = rows[D["kind"][rows] == k]
+                keep.append(np.sort(rng0.choice(r, n, replace=False)) if n and len(r) > n else r)
+            return np.sort(np.concatenate(keep))
+
+        cap(tr_rows, targs.get("max_train_neg", 0))
+        val_rows = cap(va_rows, targs.get("max_val_neg", 0))
         for name, path in (("float", f32_path), ("int8", i8_path)):
             t0 = time.time()
             results[name] = T.evaluate(OrtNet(path), D, val_rows, pairs)
