@@ -176,3 +176,36 @@ fn int8_multitask_agrees_with_float() {
     }
     assert_eq!(n, 5, "one face per photo");
 }
+
+/// The face head on real pixels that are not a well-aligned face: the cat photo "aligned" with
+/// the template placed in its middle, and the bundled faces aligned upside down and shifted by
+/// half a crop (the kinds of negatives it was trained on). Real faces pass (see above).
+#[test]
+fn the_face_head_rejects_non_faces_and_bad_alignments() {
+    use facegate::align::{Point, ARCFACE_112};
+    let pipeline = default_pipeline();
+    let faceness = |img: &image::RgbImage, lm: &[Point; 5]| {
+        let e = &pipeline.embedder;
+        e.run_crop(&e.crop(img, lm).unwrap()).unwrap().faceness.unwrap()
+    };
+    let cat = read_image(&sample("chelsea.png")).unwrap();
+    let (cx, cy) = (cat.width() as f32 / 2.0 - 56.0, cat.height() as f32 / 2.0 - 56.0);
+    let centred = ARCFACE_112.map(|[x, y]| Point::new(cx + x, cy + y));
+    let p = faceness(&cat, &centred);
+    eprintln!("cat, template in the middle: faceness {p:.3}");
+    assert!(p < 0.5, "the cat is not a face: {p}");
+    for file in ["obama.jpg", "biden.jpg", "astronaut.png"] {
+        let img = read_image(&sample(file)).unwrap();
+        let face = &pipeline.analyze(&img, Want::default()).unwrap()[0];
+        let lm = face.detection.landmarks;
+        // Upside down: the landmarks rotated by 180° about their centre.
+        let (mx, my) = (lm.iter().map(|p| p.x).sum::<f32>() / 5.0, lm.iter().map(|p| p.y).sum::<f32>() / 5.0);
+        let flipped = lm.map(|p| Point::new(2.0 * mx - p.x, 2.0 * my - p.y));
+        // Shifted sideways by half the crop: the eye distance is about a third of it.
+        let eye = (lm[1].x - lm[0].x).hypot(lm[1].y - lm[0].y);
+        let shifted = lm.map(|p| Point::new(p.x + 1.5 * eye, p.y));
+        let (ok, up, side) = (faceness(&img, &lm), faceness(&img, &flipped), faceness(&img, &shifted));
+        eprintln!("{file}: faceness aligned {ok:.3}, upside down {up:.3}, shifted {side:.3}");
+        assert!(ok >= 0.5 && up < 0.5 && side < 0.5, "{file}: {ok} {up} {side}");
+    }
+}
