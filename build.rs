@@ -5,6 +5,9 @@
 //! detector keeps a symbolic size, pinned per frame at run time), declutter, and write an NNEF
 //! tar into `OUT_DIR`. `embedded_models.rs` in `OUT_DIR` then lists the manifests and NNEF
 //! bytes for `include_bytes!`. At run time only tract-core and tract-nnef are needed. No network: everything comes from the repository.
+//!
+//! `FACEGATE_MODELS=centerface,mtl` (names, comma-separated) embeds only those models: a board
+//! build needs the detector and one per-face model, not the teachers and both variants.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -44,6 +47,12 @@ fn main() {
     manifests.retain(|p| p.extension().is_some_and(|e| e == "toml"));
     manifests.sort();
 
+    println!("cargo:rerun-if-env-changed=FACEGATE_MODELS");
+    let only: Option<Vec<String>> = std::env::var("FACEGATE_MODELS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.split(',').map(|n| n.trim().to_string()).collect());
+    let mut embedded = Vec::new();
     let mut listing = String::from("pub(crate) static EMBEDDED_MODELS: &[EmbeddedModel] = &[\n");
     for path in &manifests {
         println!("cargo:rerun-if-changed={}", path.display());
@@ -52,6 +61,10 @@ fn main() {
             Ok(None) => continue,
             Err(e) => fail(&format!("manifest {}: {e}", path.display())),
         };
+        if only.as_ref().is_some_and(|names| !names.contains(&manifest.name)) {
+            continue;
+        }
+        embedded.push(manifest.name.clone());
         let onnx = models.join(&manifest.file);
         println!("cargo:rerun-if-changed={}", onnx.display());
         let nnef = out.join(format!("{}.nnef.tar", manifest.name));
@@ -72,6 +85,11 @@ fn main() {
             nnef.display().to_string(),
         )
         .unwrap();
+    }
+    if let Some(names) = &only {
+        if let Some(missing) = names.iter().find(|n| !embedded.contains(n)) {
+            fail(&format!("FACEGATE_MODELS names {missing:?}, which has no manifest in models/"));
+        }
     }
     listing.push_str("];\n");
     fs::write(out.join("embedded_models.rs"), listing).unwrap();

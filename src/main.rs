@@ -330,7 +330,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     };
     let face_model = cli.face_model.unwrap_or(match board.as_ref().map(|b| b.model) {
         Some(facegate::board::ModelVariant::Int8) => facegate::pipeline::FaceModel::MtlInt8,
-        _ => facegate::pipeline::FaceModel::Mtl,
+        Some(facegate::board::ModelVariant::Float) => facegate::pipeline::FaceModel::Mtl,
+        None => facegate::pipeline::FaceModel::default_embedded(),
     });
     let mut config = PipelineConfig::with_face_model(face_model);
     if let Command::Gallery { action } = cli.command {

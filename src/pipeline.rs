@@ -23,6 +23,20 @@ pub enum FaceModel {
 }
 
 impl FaceModel {
+    /// The first of `mtl`, `mtl-int8`, `teachers` whose models this build embeds (a board
+    /// build made with `FACEGATE_MODELS` may hold only one); `mtl` when none is complete, so
+    /// that loading names what is missing.
+    pub fn default_embedded() -> FaceModel {
+        let names = crate::model::embedded_names();
+        [FaceModel::Mtl, FaceModel::MtlInt8, FaceModel::Teachers]
+            .into_iter()
+            .find(|m| {
+                let (embedder, attributes) = m.models();
+                names.contains(&embedder) && attributes.is_none_or(|a| names.contains(&a))
+            })
+            .unwrap_or_default()
+    }
+
     /// `(embedder, attribute model)` by embedded name.
     pub fn models(self) -> (&'static str, Option<&'static str>) {
         match self {
