@@ -11,6 +11,12 @@
 //!   kernels are far slower than its f32 ones (docs/MODEL-SOURCES); int8 is for the ARM boards
 //!   and is compared there by instruction counts (benches/README.md).
 //! * `teacher_embedder`: MobileFaceNet alone, for the embedding-only path (identify, kiosk).
+//!
+//! With `PER_FACE_EXTRA_ONNX=FILE` (an ONNX with mtl.onnx's input and outputs, e.g. the single-
+//! task heads deployed together, `train/mtl/export_single.py`), group `per_face_onnx_route`
+//! also times, on the same aligned crop tensor, `models/mtl.onnx` and FILE, each loaded by
+//! tract-onnx at run time and optimised the same way (x86 only: tract-onnx is an x86
+//! dev-dependency). The NNEF and ONNX routes run at the same speed (benches/README.md §3).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -46,6 +52,28 @@ fn per_face(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("mtl_int8", |b| b.iter(|| run(black_box(&int8))));
     g.finish();
+
+    #[cfg(target_arch = "x86_64")]
+    if let Ok(extra) = std::env::var("PER_FACE_EXTRA_ONNX") {
+        use tract_onnx::prelude::*;
+        let plan = |path: &std::path::Path| {
+            tract_onnx::onnx()
+                .with_ignore_value_info(true)
+                .model_for_path(path)
+                .and_then(|m| m.with_input_fact(0, f32::fact([1, 112, 112, 3]).into()))
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+        };
+        let input = mtl.model.input_from_rgb(&mtl.crop(&frame, &landmarks).unwrap()).unwrap();
+        let shipped = plan(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mtl.onnx"));
+        let other = plan(std::path::Path::new(&extra));
+        let mut g = c.benchmark_group("per_face_onnx_route");
+        g.sample_size(30).measurement_time(Duration::from_secs(8));
+        g.bench_function("mtl", |b| b.iter(|| shipped.run(tvec![input.clone().into_tvalue()]).unwrap()));
+        g.bench_function("extra", |b| b.iter(|| other.run(tvec![input.clone().into_tvalue()]).unwrap()));
+        g.finish();
+    }
 }
 
 criterion_group!(benches, per_face);

@@ -41,8 +41,11 @@ def main():
     g, a, f = last("single-gender"), last("single-age"), last("single-face")
     ex = load(HERE / "results" / f"export-{args.shipped}.json")
     fl, q = ex["float"], ex["int8"]
-    medians = {r["bench"]: r["median_ns"] / 1e6 for r in load(ROOT / "benches/results/per_face.json")
-               if r["group"] == "per_face"}
+    rows_pf = load(ROOT / "benches/results/per_face.json")
+    medians = {r["bench"]: r["median_ns"] / 1e6 for r in rows_pf if r["group"] == "per_face"}
+    # model run only, both loaded by tract-onnx: mtl.onnx and the single-task heads together
+    # (train/mtl/export_single.py; PER_FACE_EXTRA_ONNX)
+    route = {r["bench"]: r["median_ns"] / 1e6 for r in rows_pf if r["group"] == "per_face_onnx_route"}
     insn = {r["run"]: r["instructions_per_call"] for r in load(ROOT / "benches/results/stage_instructions_per_face.json")["runs"]}
     a72 = next(v for k, v in insn.items() if "a72" in k)
     macs = {k: load(HERE / "results" / f"{k}.json")["macs"] / 1e6 for k in (args.shipped, "single-gender")}
@@ -81,7 +84,8 @@ def main():
          f"{macs[args.shipped]:.1f} ({100 * macs[args.shipped] / TEACHER_MMAC:.1f} %)",
          f"{macs[args.shipped]:.1f} ({ex['convs_int8']} of {ex['convs']} convs int8)"),
         ("ms per face, tract, x86, one criterion run (median)",
-         f"{medians['teachers']:.1f}", "not measured",
+         f"{medians['teachers']:.1f}",
+         f"{route['extra']:.1f} ³" if "extra" in route else "not measured",
          f"{medians['mtl']:.1f} ({100 * medians['mtl'] / medians['teachers']:.0f} %)", f"{medians['mtl_int8']:.0f}"),
         ("instructions per face, aarch64 A72 (qemu)",
          f"{(a72['teacher_align_and_embed'] + a72['teacher_age_gender']) / 1e6:.0f} M", "–",
