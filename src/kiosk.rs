@@ -429,7 +429,7 @@ impl Kiosk<'_> {
                     })
                 });
                 stats.embed_s += t1.elapsed().as_secs_f64();
-                let analysis = match embedded {
+                let mut analysis = match embedded {
                     // The multi-task model's face head: a detection that is not a well-aligned
                     // face (a poster edge, a hand, a bad landmark fit) is not matched.
                     Ok(Some(a)) if a.faceness.is_some_and(|p| p < self.pipeline.embedder.face_threshold()) => {
@@ -443,7 +443,7 @@ impl Kiosk<'_> {
                         continue;
                     }
                 };
-                let Some(embedding) = analysis.embedding.clone() else { continue };
+                let Some(embedding) = analysis.embedding.take() else { continue };
                 last_embed.insert(track, frame.number);
                 stats.embeddings += 1;
                 let t2 = Instant::now();

@@ -35,7 +35,6 @@ import json
 import sys
 import time
 import tomllib
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from model import MultiTask  # noqa: E402
+from model import MultiTask, load_run  # noqa: E402
 from toml_out import write_toml  # noqa: E402
 import train as T  # noqa: E402
 
@@ -141,11 +140,7 @@ def main():
     results_dir = HERE / "results" if out_dir == MODELS else out_dir
     torch.set_num_threads(2)
     cache = Path(args.cache)
-    ck = torch.load(cache / "runs" / args.run / "model.pt", weights_only=False)
-    targs = ck["args"]
-    net = MultiTask(fork=targs["fork"], freeze=targs["freeze"])
-    net.load_state_dict(ck["state_dict"])
-    net.eval()
+    net, targs = load_run(cache, args.run)
     wrapped = Exported(net).eval()
 
     f32_path, i8_path = out_dir / "mtl.onnx", out_dir / "mtl-int8.onnx"
@@ -195,31 +190,8 @@ def main():
                "calibration_rows": int(len(calib_rows)), "convs_int8": n_int8, "convs": n_all, "onnxruntime": ort.__version__,
                "torch": torch.__version__}
     if not args.skip_eval:
-        import csv
-        with open(ROOT / "docs" / "eval" / "celeba-id-pairs.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        pairs = {"a": [r["path_a"] for r in rows], "b": [r["path_b"] for r in rows],
-                 "same": np.array([r["same"] == "1" for r in rows]),
-                 "fold": np.array([int(r["fold"]) for r in rows])}
-        # The val rows of train.py: its seeded draws replayed in its order (train negatives
-        # first, then val). Exports before 2026-12-01 06:30 skipped the train draw, so their
-        # 500 + 500 val negatives were another sample of the same pool.
-        rng0 = np.random.default_rng(T.SEED)
-        tr_rows, va_rows = tr, va
-        if targs.get("limit_train"):
-            tr_rows = np.sort(rng0.choice(tr, min(targs["limit_train"], len(tr)), replace=False))
-        if targs.get("limit_val"):
-            va_rows = np.sort(rng0.choice(va, min(targs["limit_val"], len(va)), replace=False))
-
-        def cap(rows, n):
-            keep = [rows[D["kind"][rows] == 0]]
-            for k in (1, 2):
-                r = rows[D["kind"][rows] == k]
-                keep.append(np.sort(rng0.choice(r, n, replace=False)) if n and len(r) > n else r)
-            return np.sort(np.concatenate(keep))
-
-        cap(tr_rows, targs.get("max_train_neg", 0))
-        val_rows = cap(va_rows, targs.get("max_val_neg", 0))
+        pairs = T.read_pairs()
+        _, val_rows = T.select_rows(D, *(targs.get(k, 0) for k in ("limit_train", "limit_val", "max_train_neg", "max_val_neg")))
         for name, path in (("float", f32_path), ("int8", i8_path)):
             t0 = time.time()
             results[name] = T.evaluate(OrtNet(path), D, val_rows, pairs)

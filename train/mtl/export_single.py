@@ -16,14 +16,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from model import MultiTask  # noqa: E402
-
-
-def load(cache, run):
-    ck = torch.load(cache / "runs" / run / "model.pt", weights_only=False)
-    net = MultiTask(fork=ck["args"]["fork"], freeze=ck["args"]["freeze"])
-    net.load_state_dict(ck["state_dict"])
-    return net.eval()
+from model import load_run  # noqa: E402
 
 
 class SingleTasks(torch.nn.Module):
@@ -45,7 +38,7 @@ def main():
     ap.add_argument("--cache", type=Path, default=Path("/work/cache/mtl"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/single-task.onnx"))
     args = ap.parse_args()
-    net = SingleTasks(*(load(args.cache, f"single-{t}") for t in ("gender", "age", "face"))).eval()
+    net = SingleTasks(*(load_run(args.cache, f"single-{t}")[0] for t in ("gender", "age", "face"))).eval()
     torch.onnx.export(net, torch.zeros(1, 112, 112, 3), str(args.out), input_names=["input"],
                       output_names=["embedding", "gender", "age", "faceness"], opset_version=13, dynamo=False)
     print(f"wrote {args.out}")

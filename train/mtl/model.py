@@ -123,3 +123,12 @@ class MultiTask(nn.Module):
 def age_expectation(logits):
     p = torch.softmax(logits, 1)
     return (p * torch.arange(logits.shape[1], dtype=p.dtype, device=p.device)).sum(1)
+
+
+def load_run(cache, run):
+    """The trained network of train.py run `run` (OUT/runs/<run>/model.pt), in eval mode, and
+    the run's arguments."""
+    ck = torch.load(Path(cache) / "runs" / run / "model.pt", weights_only=False)
+    net = MultiTask(fork=ck["args"]["fork"], freeze=ck["args"]["freeze"])
+    net.load_state_dict(ck["state_dict"])
+    return net.eval(), ck["args"]

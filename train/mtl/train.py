@@ -240,6 +240,36 @@ def evaluate(net, D, val_idx, pairs, cache=None):
     return res
 
 
+def select_rows(D, limit_train=0, limit_val=0, max_train_neg=0, max_val_neg=0):
+    """The (train, val) rows of a run: optional random subsets (smoke tests), then every face
+    row and at most max_*_neg rows of each negative kind; all draws from one generator seeded
+    with SEED, in this order, so export.py gets the same val rows as the run it exports."""
+    rng0 = np.random.default_rng(SEED)
+    tr = np.nonzero(D["split"] == "train")[0]
+    va = np.nonzero(D["split"] == "val")[0]
+    if limit_train:
+        tr = np.sort(rng0.choice(tr, min(limit_train, len(tr)), replace=False))
+    if limit_val:
+        va = np.sort(rng0.choice(va, min(limit_val, len(va)), replace=False))
+
+    def cap_negatives(rows, n):
+        keep = [rows[D["kind"][rows] == 0]]
+        for k in (1, 2):
+            r = rows[D["kind"][rows] == k]
+            keep.append(np.sort(rng0.choice(r, n, replace=False)) if n and len(r) > n else r)
+        return np.sort(np.concatenate(keep))
+
+    return cap_negatives(tr, max_train_neg), cap_negatives(va, max_val_neg)
+
+
+def read_pairs():
+    """docs/eval/celeba-id-pairs.csv as arrays (the fixed verification pair list)."""
+    with open(ROOT / "docs" / "eval" / "celeba-id-pairs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {"a": [r["path_a"] for r in rows], "b": [r["path_b"] for r in rows],
+            "same": np.array([r["same"] == "1" for r in rows]), "fold": np.array([int(r["fold"]) for r in rows])}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default="/work/cache/mtl")
@@ -271,28 +301,8 @@ def main():
     cache = Path(args.cache)
 
     D = load(cache)
-    rng0 = np.random.default_rng(SEED)
-    tr = np.nonzero(D["split"] == "train")[0]
-    va = np.nonzero(D["split"] == "val")[0]
-    if args.limit_train:
-        tr = np.sort(rng0.choice(tr, min(args.limit_train, len(tr)), replace=False))
-    if args.limit_val:
-        va = np.sort(rng0.choice(va, min(args.limit_val, len(va)), replace=False))
-    pairs = None
-    if not args.limit_val and (D["set"][va] == "celeba-id").any():
-        with open(ROOT / "docs" / "eval" / "celeba-id-pairs.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        pairs = {"a": [r["path_a"] for r in rows], "b": [r["path_b"] for r in rows],
-                 "same": np.array([r["same"] == "1" for r in rows]), "fold": np.array([int(r["fold"]) for r in rows])}
-    def cap_negatives(rows, n):
-        """Keep every face row and at most n rows of each negative kind (seeded)."""
-        keep = [rows[D["kind"][rows] == 0]]
-        for k in (1, 2):
-            r = rows[D["kind"][rows] == k]
-            keep.append(np.sort(rng0.choice(r, n, replace=False)) if n and len(r) > n else r)
-        return np.sort(np.concatenate(keep))
-
-    tr, va = cap_negatives(tr, args.max_train_neg), cap_negatives(va, args.max_val_neg)
+    tr, va = select_rows(D, args.limit_train, args.limit_val, args.max_train_neg, args.max_val_neg)
+    pairs = read_pairs() if not args.limit_val and (D["set"][va] == "celeba-id").any() else None
     tr_face, tr_neg = tr[D["kind"][tr] == 0], tr[D["kind"][tr] != 0]
     print(f"train rows: {len(tr_face)} faces, {len(tr_neg)} negatives; val rows: {len(va)}", flush=True)
 
