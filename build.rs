@@ -8,6 +8,8 @@
 //!
 //! `FACEGATE_MODELS=centerface,mtl` (names, comma-separated) embeds only those models: a board
 //! build needs the detector and one per-face model, not the teachers and both variants.
+//! `FACEGATE_WEIGHTS=f16` stores the large weights as f16, widened to f32 at load
+//! (`src/nnef_weights.rs`): half the embedded bytes, the same plan and speed.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -22,6 +24,15 @@ use tract_onnx::prelude::*;
 #[path = "src/nnef_quant.rs"]
 #[allow(dead_code)]
 mod nnef_quant;
+#[path = "src/nnef_weights.rs"]
+mod nnef_weights;
+
+/// How the embedded NNEF stores float weights (`FACEGATE_WEIGHTS`).
+#[derive(Clone, Copy, PartialEq)]
+enum Weights {
+    F32,
+    F16,
+}
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -40,6 +51,13 @@ fn main() {
     println!("cargo:rerun-if-changed={}", models.display());
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/nnef_quant.rs");
+    println!("cargo:rerun-if-changed=src/nnef_weights.rs");
+    println!("cargo:rerun-if-env-changed=FACEGATE_WEIGHTS");
+    let weights = match std::env::var("FACEGATE_WEIGHTS").as_deref().map(str::trim) {
+        Err(_) | Ok("") | Ok("f32") => Weights::F32,
+        Ok("f16") => Weights::F16,
+        Ok(other) => fail(&format!("FACEGATE_WEIGHTS is {other:?}; use f32 (the default) or f16")),
+    };
 
     let mut manifests: Vec<PathBuf> = fs::read_dir(&models)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -68,7 +86,7 @@ fn main() {
         let onnx = models.join(&manifest.file);
         println!("cargo:rerun-if-changed={}", onnx.display());
         let nnef = out.join(format!("{}.nnef.tar", manifest.name));
-        if let Err(e) = convert(&manifest, &onnx, &nnef) {
+        if let Err(e) = convert(&manifest, &onnx, &nnef, weights) {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             fail(&format!(
                 "model `{}` ({}) could not be converted to NNEF:\n  {}",
@@ -92,6 +110,12 @@ fn main() {
         }
     }
     listing.push_str("];\n");
+    let stored = match weights {
+        Weights::F32 => "f32",
+        Weights::F16 => "f16",
+    };
+    writeln!(listing, "/// How the embedded NNEF stores the large float weights (`FACEGATE_WEIGHTS` at build time).").unwrap();
+    writeln!(listing, "pub const WEIGHTS: &str = {stored:?};").unwrap();
     fs::write(out.join("embedded_models.rs"), listing).unwrap();
 }
 
@@ -111,7 +135,7 @@ fn read_manifest(path: &Path) -> Result<Option<Manifest>, String> {
     value.try_into().map(Some).map_err(|e| e.to_string())
 }
 
-fn convert(m: &Manifest, onnx: &Path, nnef: &Path) -> TractResult<()> {
+fn convert(m: &Manifest, onnx: &Path, nnef: &Path, weights: Weights) -> TractResult<()> {
     let bytes = fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
     let digest = format!("{:x}", Sha256::digest(&bytes));
     ensure!(
@@ -142,6 +166,10 @@ fn convert(m: &Manifest, onnx: &Path, nnef: &Path) -> TractResult<()> {
     // The detector is decluttered at load, after its size is pinned.
     let typed = if m.task == "detector" { typed } else { typed.into_decluttered()? };
     let file = fs::File::create(nnef)?;
-    tract_nnef::nnef().with_registry(nnef_quant::registry()).write_to_tar(&typed, file)?;
+    let writer = tract_nnef::nnef().with_registry(nnef_quant::registry());
+    match weights {
+        Weights::F32 => drop(writer.write_to_tar(&typed, file)?),
+        Weights::F16 => drop(nnef_weights::write_tar(&writer, &typed, file)?),
+    }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod gallery;
 pub mod kiosk;
 pub mod model;
 mod nnef_quant;
+pub mod nnef_weights;
 pub mod pipeline;
 pub mod policy;
 #[doc(hidden)]
