@@ -8,8 +8,9 @@
 //!
 //! `FACEGATE_MODELS=centerface,mtl` (names, comma-separated) embeds only those models: a board
 //! build needs the detector and one per-face model, not the teachers and both variants.
-//! `FACEGATE_WEIGHTS=f16` stores the large weights as f16, widened to f32 at load
-//! (`src/nnef_weights.rs`): half the embedded bytes, the same plan and speed.
+//! `FACEGATE_WEIGHTS=f16` (or `i8`) stores the large weights as f16 (or int8 with a scale per
+//! output channel), widened to f32 at load (`src/nnef_weights.rs`): half (a quarter of) the
+//! embedded bytes, the same plan and speed.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -32,6 +33,7 @@ mod nnef_weights;
 enum Weights {
     F32,
     F16,
+    I8,
 }
 
 #[derive(Deserialize)]
@@ -56,7 +58,8 @@ fn main() {
     let weights = match std::env::var("FACEGATE_WEIGHTS").as_deref().map(str::trim) {
         Err(_) | Ok("") | Ok("f32") => Weights::F32,
         Ok("f16") => Weights::F16,
-        Ok(other) => fail(&format!("FACEGATE_WEIGHTS is {other:?}; use f32 (the default) or f16")),
+        Ok("i8") => Weights::I8,
+        Ok(other) => fail(&format!("FACEGATE_WEIGHTS is {other:?}; use f32 (the default), f16 or i8")),
     };
 
     let mut manifests: Vec<PathBuf> = fs::read_dir(&models)
@@ -113,6 +116,7 @@ fn main() {
     let stored = match weights {
         Weights::F32 => "f32",
         Weights::F16 => "f16",
+        Weights::I8 => "i8",
     };
     writeln!(listing, "/// How the embedded NNEF stores the large float weights (`FACEGATE_WEIGHTS` at build time).").unwrap();
     writeln!(listing, "pub const WEIGHTS: &str = {stored:?};").unwrap();
@@ -169,7 +173,8 @@ fn convert(m: &Manifest, onnx: &Path, nnef: &Path, weights: Weights) -> TractRes
     let writer = tract_nnef::nnef().with_registry(nnef_quant::registry());
     match weights {
         Weights::F32 => drop(writer.write_to_tar(&typed, file)?),
-        Weights::F16 => drop(nnef_weights::write_tar(&writer, &typed, file)?),
+        Weights::F16 => drop(nnef_weights::write_tar(&writer, &typed, nnef_weights::Storage::F16, file)?),
+        Weights::I8 => drop(nnef_weights::write_tar(&writer, &typed, nnef_weights::Storage::I8, file)?),
     }
     Ok(())
 }

@@ -502,14 +502,15 @@ pub fn annotate(
     Ok(Outcome::Ok)
 }
 
-/// Sample photos compiled into the binary for `demo` (provenance: `assets/samples/PROVENANCE.md`).
+/// Sample photos compiled into the binary for `demo`: the bundled samples scaled to 640 px
+/// (`scripts/make-demo-samples`; provenance: `assets/samples/PROVENANCE.md`), 186 kB in all.
 pub mod samples {
     pub const ENROL: &[(&str, &[u8])] = &[
-        ("obama.jpg", include_bytes!("../assets/samples/obama.jpg")),
-        ("obama2.jpg", include_bytes!("../assets/samples/obama2.jpg")),
+        ("obama.jpg", include_bytes!("../assets/samples/demo/obama.jpg")),
+        ("obama2.jpg", include_bytes!("../assets/samples/demo/obama2.jpg")),
     ];
-    pub const KNOWN_PROBE: (&str, &[u8]) = ("obama3.jpg", include_bytes!("../assets/samples/obama3.jpg"));
-    pub const UNKNOWN_PROBE: (&str, &[u8]) = ("biden.jpg", include_bytes!("../assets/samples/biden.jpg"));
+    pub const KNOWN_PROBE: (&str, &[u8]) = ("obama3.jpg", include_bytes!("../assets/samples/demo/obama3.jpg"));
+    pub const UNKNOWN_PROBE: (&str, &[u8]) = ("biden.jpg", include_bytes!("../assets/samples/demo/biden.jpg"));
 }
 
 /// Joins images side by side at a common height.

@@ -1,40 +1,60 @@
-//! Weights stored as f16 in the embedded NNEF, computed in f32.
+//! Float weights stored narrow in the embedded NNEF, computed in f32.
 //!
 //! A board binary embeds the detector and one per-face model; their float weights are most of
 //! its size. [`write_tar`] writes a network as tract's NNEF writer does, except that every
-//! large f32 weight is stored as f16 and read through `tract_core_cast(…, to = "f32")`. The
-//! NNEF then holds half the bytes, and tract folds each cast into an f32 constant when the
-//! model is optimised at load, so the plan and its speed are those of the f32 model; only the
-//! weights' rounding differs (11 significant bits).
+//! large f32 weight is stored narrow and read back through a widening expression:
+//!
+//! * [`Storage::F16`]: the weight rounded to f16, read as `tract_core_cast(w, to = "f32")`;
+//!   half the bytes, 11 significant bits.
+//! * [`Storage::I8`]: the weight as int8 with one f32 scale per row (per output channel of a
+//!   convolution: the first axis), read as `mul(tract_core_cast(q, to = "f32"), scale)`; a
+//!   quarter of the bytes. This is storage only: the network still computes in f32, unlike
+//!   the `mtl-int8` model, whose convolutions run in int8.
+//!
+//! tract folds these constant expressions into f32 weights when the model is optimised at
+//! load, so the plan and its speed are those of the f32 model; only the weights' rounding
+//! differs.
 //!
 //! The rewrite works on the serialised form (the proto model), after tract's own rewrites:
 //! rewriting the graph instead does not survive, since the writer propagates constants and
 //! would fold the casts straight back into f32 weights.
 //!
-//! `build.rs` uses it when `FACEGATE_WEIGHTS=f16` (`scripts/package` sets it) and
+//! `build.rs` uses it under `FACEGATE_WEIGHTS=f16|i8` (`scripts/package` sets it) and
 //! `tests/golden.rs` applies it to the f32 networks to check the outputs against the reference
-//! runtime within the tolerance it names. Both sides compile this file.
+//! runtime within the tolerances it names. Both sides compile this file.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Write;
 
 use tract_nnef::ast::{Argument, Invocation, Literal, ProtoModel, RValue};
 use tract_nnef::internal::*;
 
+/// How the large float weights are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    F16,
+    I8,
+}
+
 /// Weights smaller than this stay f32: biases, batch-norm and PReLU parameters cost little
 /// and carry the offsets that rounding would shift the most.
 pub const MIN_ELEMENTS: usize = 1024;
 
-/// The NNEF of `model` with its large f32 weights stored as f16, as a tar written to `w`
+/// The NNEF of `model` with its large f32 weights stored as `storage`, as a tar written to `w`
 /// (entries in a fixed order with a fixed time stamp). Returns the writer and how many bytes
 /// the stored weights shrank by. A quantized network (one with a `graph.quant`) is written
 /// by tract unchanged: its float weights are few.
-pub fn write_tar<W: Write>(nnef: &Nnef, model: &TypedModel, w: W) -> TractResult<(W, usize)> {
+pub fn write_tar<W: Write>(
+    nnef: &Nnef,
+    model: &TypedModel,
+    storage: Storage,
+    w: W,
+) -> TractResult<(W, usize)> {
     let mut proto = tract_nnef::ser::to_proto_model(nnef, model)?;
     if proto.quantization.as_ref().is_some_and(|q| !q.is_empty()) || !proto.resources.is_empty() {
         return Ok((nnef.write_to_tar_with_config(model, w, false, true)?, 0));
     }
-    let saved = narrow_weights(&mut proto)?;
+    let saved = narrow_weights(&mut proto, storage)?;
 
     let mut ar = tar::Builder::new(w);
     let mut graph = vec![];
@@ -50,42 +70,99 @@ pub fn write_tar<W: Write>(nnef: &Nnef, model: &TypedModel, w: W) -> TractResult
     Ok((ar.into_inner()?, saved))
 }
 
-/// Replaces each large f32 tensor of `proto` by its f16 rounding and wraps the `variable`
-/// that reads it in a cast back to f32. Returns the bytes saved.
-fn narrow_weights(proto: &mut ProtoModel) -> TractResult<usize> {
-    let mut narrowed = HashSet::new();
+/// Replaces each large f32 tensor of `proto` by its narrow form and the `variable` that reads
+/// it by the expression that widens it back to f32. Returns the bytes saved.
+fn narrow_weights(proto: &mut ProtoModel, storage: Storage) -> TractResult<usize> {
+    let wide: Vec<Identifier> = proto
+        .tensors
+        .iter()
+        .filter(|(_, t)| t.datum_type() == f32::datum_type() && t.len() >= MIN_ELEMENTS)
+        .map(|(label, _)| label.clone())
+        .collect();
+    let mut scales = HashMap::new();
     let mut saved = 0;
-    for (label, tensor) in proto.tensors.iter_mut() {
-        if tensor.datum_type() == f32::datum_type() && tensor.len() >= MIN_ELEMENTS {
-            saved += tensor.len() * 2;
-            *tensor = tensor.cast_to_dt(f16::datum_type())?.into_owned().into_arc_tensor();
-            narrowed.insert(label.0.clone());
-        }
+    for label in &wide {
+        let tensor = proto.tensors[label].clone();
+        let narrow = match storage {
+            Storage::F16 => tensor.cast_to_dt(f16::datum_type())?.into_owned(),
+            Storage::I8 => {
+                let (q, scale) = quantize_rows(&tensor)?;
+                let scale_label = Identifier(format!("{}.scale", label.0));
+                saved -= scale.len() * 4;
+                proto.tensors.insert(scale_label.clone(), scale.into_arc_tensor());
+                scales.insert(label.0.clone(), scale_label);
+                q
+            }
+        };
+        saved += tensor.len() * 4 - narrow.len() * narrow.datum_type().size_of();
+        proto.tensors.insert(label.clone(), narrow.into_arc_tensor());
     }
     let mut wrapped = 0;
     for assignment in proto.doc.graph_def.body.iter_mut() {
-        if variable_label(&assignment.right).is_some_and(|l| narrowed.contains(l)) {
-            let variable = std::mem::replace(&mut assignment.right, RValue::Tuple(vec![]));
-            assignment.right = RValue::Invocation(Invocation {
-                id: "tract_core_cast".into(),
-                generic_type_name: None,
-                arguments: vec![
-                    Argument { id: None, rvalue: variable },
-                    Argument {
-                        id: Some("to".into()),
-                        rvalue: RValue::Literal(Literal::String("f32".into())),
-                    },
-                ],
-            });
-            wrapped += 1;
-        }
+        let Some(label) = variable_label(&assignment.right).filter(|l| wide.iter().any(|w| w.0 == *l)) else {
+            continue;
+        };
+        let label = label.to_string();
+        let variable = std::mem::replace(&mut assignment.right, RValue::Tuple(vec![]));
+        let widened = invocation("tract_core_cast", vec![(None, variable), (Some("to"), string("f32"))]);
+        assignment.right = match scales.get(&label) {
+            None => widened,
+            Some(scale_label) => {
+                let shape = proto.tensors[scale_label].shape().iter().map(|&d| numeric(d)).collect();
+                let scale = invocation(
+                    "variable",
+                    vec![(Some("label"), string(&scale_label.0)), (Some("shape"), RValue::Array(shape))],
+                );
+                invocation("mul", vec![(None, widened), (None, scale)])
+            }
+        };
+        wrapped += 1;
     }
-    ensure!(wrapped == narrowed.len(), "{} f16 tensors but {wrapped} variables read them", narrowed.len());
+    ensure!(wrapped == wide.len(), "{} narrowed tensors but {wrapped} variables read them", wide.len());
     let core = (Identifier::from("tract_registry"), "tract_core".to_string());
     if wrapped > 0 && !proto.doc.extension.contains(&core) {
         proto.doc.extension.push(core);
     }
     Ok(saved)
+}
+
+/// `tensor` as int8 with one scale per index of its first axis (`max |w| / 127` of that row),
+/// the scale shaped `[rows, 1, …]` to broadcast against it. (A per-row search for the scale
+/// with the least squared rounding error made the detector's outputs worse, not better.)
+fn quantize_rows(tensor: &Tensor) -> TractResult<(Tensor, Tensor)> {
+    let rows = tensor.shape()[0];
+    let values: Vec<f32> = tensor.to_plain_array_view::<f32>()?.iter().copied().collect();
+    let per_row = values.len() / rows;
+    let mut q = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in values.chunks(per_row) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        q.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+        scales.push(scale);
+    }
+    let mut scale_shape = vec![1; tensor.rank()];
+    scale_shape[0] = rows;
+    Ok((Tensor::from_shape(tensor.shape(), &q)?, Tensor::from_shape(&scale_shape, &scales)?))
+}
+
+fn invocation(id: &str, arguments: Vec<(Option<&str>, RValue)>) -> RValue {
+    RValue::Invocation(Invocation {
+        id: id.into(),
+        generic_type_name: None,
+        arguments: arguments
+            .into_iter()
+            .map(|(id, rvalue)| Argument { id: id.map(Identifier::from), rvalue })
+            .collect(),
+    })
+}
+
+fn string(s: &str) -> RValue {
+    RValue::Literal(Literal::String(s.to_string()))
+}
+
+fn numeric(n: usize) -> RValue {
+    RValue::Literal(Literal::Numeric(n.to_string()))
 }
 
 /// The `label` of a `variable(label = "…", …)` invocation.

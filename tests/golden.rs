@@ -29,6 +29,13 @@ const QUANTIZED_MIN_COSINE: f32 = 0.993;
 /// embedding's cosine 0.9999996.
 const F16_WEIGHTS: f32 = 1e-2;
 const F16_MIN_COSINE: f32 = 0.99999;
+/// Float weights stored as int8 with a scale per output channel (`FACEGATE_WEIGHTS=i8`, what
+/// the board packages embed), computed in f32; measured on x86 the same way: CenterFace 1.8e-2
+/// (heatmap) to 8.2e-2 (landmark offsets, in box sizes), the multi-task heads below 1.3e-3, the
+/// embedding's cosine 0.99962. End to end on celeba-id (README): verification 94.30 % against
+/// 94.23 % with f32 weights.
+const I8_WEIGHTS: f32 = 0.1;
+const I8_MIN_COSINE: f32 = 0.999;
 
 struct Golden {
     input: Tensor,
@@ -63,18 +70,22 @@ fn golden(name: &str) -> Golden {
 }
 
 fn check(name: &str) {
-    // A binary built with FACEGATE_WEIGHTS=f16 runs f16-rounded weights: their tolerance,
+    // A binary built with FACEGATE_WEIGHTS=f16 or i8 runs rounded weights: their tolerance,
     // relative to each output's range (check_within).
-    let floor = if facegate::model::WEIGHTS == "f16" { F16_WEIGHTS } else { 0.0 };
+    let floor = match facegate::model::WEIGHTS {
+        "f16" => F16_WEIGHTS,
+        "i8" => I8_WEIGHTS,
+        _ => 0.0,
+    };
     check_within(name, |reference| {
         floor.max(if reference.starts_with("onnxruntime") { CLOSE } else { APPROXIMATE })
     })
 }
 
 /// The divisor of an output's differences: its largest magnitude (at least 1) in a build with
-/// f16 weights, whose error scales with the values; 1 otherwise.
+/// narrow weights, whose error scales with the values; 1 otherwise.
 fn range(expected: &[f32]) -> f32 {
-    if facegate::model::WEIGHTS == "f16" { expected.iter().fold(1f32, |m, v| m.max(v.abs())) } else { 1.0 }
+    if facegate::model::WEIGHTS == "f32" { 1.0 } else { expected.iter().fold(1f32, |m, v| m.max(v.abs())) }
 }
 
 fn check_within(name: &str, tolerance: impl Fn(&str) -> f32) {
@@ -154,46 +165,53 @@ fn multitask_embeddings_share_the_teachers_space() {
     assert_ne!(facegate::model::fingerprint("faceres").unwrap(), fp);
 }
 
-/// The board packages' f16 weights (`src/nnef_weights.rs`, written by build.rs under
-/// `FACEGATE_WEIGHTS=f16`): the embedded networks written by the same function and read back
-/// as the binary reads its own must halve the stored weights, fold back
-/// into f32 constants when optimised (no cast left to run) and stay within F16_WEIGHTS of the
-/// reference outputs (the embedding within F16_MIN_COSINE).
+/// Narrow weight storage (`src/nnef_weights.rs`, written by build.rs under
+/// `FACEGATE_WEIGHTS=f16|i8`): the embedded networks written by the same function and read
+/// back as the binary reads its own must shrink, fold back into the f32 model's plan when
+/// optimised (the same number of nodes: no cast or scale left to run) and stay within the
+/// storage's tolerance of the reference outputs (the embedding within its cosine).
 #[test]
-fn f16_weights_stay_close_to_the_reference() {
-    if facegate::model::WEIGHTS == "f16" {
-        eprintln!("built with FACEGATE_WEIGHTS=f16: the golden tests above already check these weights");
+fn narrow_weights_stay_close_to_the_reference() {
+    use facegate::nnef_weights::{write_tar, Storage};
+    if facegate::model::WEIGHTS != "f32" {
+        eprintln!(
+            "skipped: this build embeds {} weights (FACEGATE_WEIGHTS); the golden tests above check them against the references",
+            facegate::model::WEIGHTS
+        );
+        return;
     }
-    for name in ["centerface", "mtl"] {
-        let g = golden(name);
-        let (manifest, network) = facegate::model::embedded_typed(name).unwrap();
-        let f32_tar = tract_nnef::nnef().write_to_tar(&network, vec![]).unwrap();
-        let (f16_tar, saved) = facegate::nnef_weights::write_tar(&tract_nnef::nnef(), &network, vec![]).unwrap();
-        eprintln!("{name}: NNEF {} -> {} bytes ({saved} bytes of weights saved)", f32_tar.len(), f16_tar.len());
-        if facegate::model::WEIGHTS == "f32" {
-            assert!(f16_tar.len() < f32_tar.len() * 6 / 10, "{name}: f16 NNEF is {} of {} bytes", f16_tar.len(), f32_tar.len());
-        }
-        let network = tract_nnef::nnef().model_for_read(&mut &f16_tar[..]).unwrap();
-        let hw = (manifest.task == facegate::model::Task::Detector).then(|| [g.input.shape()[2], g.input.shape()[3]]);
-        let pinned = facegate::model::pin_input_size(network.clone(), hw.unwrap_or([32, 32])).unwrap();
-        let optimised = pinned.into_optimized().unwrap();
-        let casts = optimised.nodes.iter().filter(|n| n.op.name().contains("Cast")).count();
-        assert_eq!(casts, 0, "{name}: {casts} casts left in the optimised plan");
-        let model = Model::from_typed(manifest, network, hw).unwrap();
-        let outputs = model.run(g.input.clone()).unwrap();
-        for (out_name, expected, reference) in &g.outputs {
-            let (got, _) = model.output(&outputs, out_name).unwrap();
-            // Relative to the output's range: the detector's log-scales reach about 4.
-            let range = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let diff = max_abs_diff(got, expected) / range;
-            if out_name == "embedding" {
+    for (storage, tolerance, min_cosine, max_share) in
+        [(Storage::F16, F16_WEIGHTS, F16_MIN_COSINE, 0.6), (Storage::I8, I8_WEIGHTS, I8_MIN_COSINE, 0.35)]
+    {
+        for name in ["centerface", "mtl"] {
+            let g = golden(name);
+            let (manifest, network) = facegate::model::embedded_typed(name).unwrap();
+            let hw = (manifest.task == facegate::model::Task::Detector).then(|| [g.input.shape()[2], g.input.shape()[3]]);
+            let plan_nodes = |network: &TypedModel| {
+                let pinned = facegate::model::pin_input_size(network.clone(), hw.unwrap_or([32, 32])).unwrap();
+                pinned.into_optimized().unwrap().nodes.len()
+            };
+            let f32_tar = tract_nnef::nnef().write_to_tar(&network, vec![]).unwrap();
+            let (narrow_tar, saved) = write_tar(&tract_nnef::nnef(), &network, storage, vec![]).unwrap();
+            eprintln!("{name} {storage:?}: NNEF {} -> {} bytes ({saved} bytes of weights saved)", f32_tar.len(), narrow_tar.len());
+            let share = narrow_tar.len() as f64 / f32_tar.len() as f64;
+            assert!(share < max_share, "{name} {storage:?}: NNEF is {share:.2} of the f32 one");
+            let narrow = tract_nnef::nnef().model_for_read(&mut &narrow_tar[..]).unwrap();
+            assert_eq!(plan_nodes(&narrow), plan_nodes(&network), "{name} {storage:?}: the optimised plans differ");
+            let model = Model::from_typed(manifest, narrow, hw).unwrap();
+            let outputs = model.run(g.input.clone()).unwrap();
+            for (out_name, expected, reference) in &g.outputs {
+                let (got, _) = model.output(&outputs, out_name).unwrap();
+                // Relative to the output's range: the detector's log-scales reach about 5.
+                let range = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let diff = max_abs_diff(got, expected) / range;
                 let cos = cosine(got, expected);
-                eprintln!("{name}.{out_name} (f16 weights) vs {reference}: cosine {cos:.7}, max abs diff {diff:.2e}");
-                assert!(cos >= F16_MIN_COSINE, "{name}.{out_name}: cosine {cos}");
-            } else {
-                eprintln!("{name}.{out_name} (f16 weights) vs {reference}: max abs diff {diff:.2e} of the range {range:.2} (tolerance {F16_WEIGHTS:.0e})");
+                eprintln!("{name}.{out_name} ({storage:?} weights) vs {reference}: max abs diff {diff:.2e} of the range {range:.2} (tolerance {tolerance:.0e}), cosine {cos:.7}");
+                if out_name == "embedding" {
+                    assert!(cos >= min_cosine, "{name}.{out_name} {storage:?}: cosine {cos}");
+                }
+                assert!(diff <= tolerance, "{name}.{out_name} with {storage:?} weights differs from {reference} by {diff} of its range");
             }
-            assert!(diff <= F16_WEIGHTS, "{name}.{out_name} with f16 weights differs from {reference} by {diff} of its range");
         }
     }
 }

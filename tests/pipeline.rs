@@ -23,6 +23,11 @@ const SAME_PATH_MIN_COSINE: f32 = 0.9999;
 /// landmarks move by up to about 1 % of the face width.
 const REDUCED_TOL_PER_100PX: f32 = 2.5;
 const REDUCED_MIN_COSINE: f32 = 0.97;
+/// A build with int8-stored weights (`FACEGATE_WEIGHTS=i8`, the board packages) rounds every
+/// weight: on astronaut.png landmarks moved 0.6 px per 100 px and the embedding's cosine to
+/// the reference was 0.9968 (f16 weights stay within the same-path tolerances above).
+const I8_WEIGHTS_TOL_PER_100PX: f32 = 1.0;
+const I8_WEIGHTS_MIN_COSINE: f32 = 0.99;
 
 #[test]
 fn bundled_photos_match_the_reference_pipeline() {
@@ -45,10 +50,12 @@ fn bundled_photos_match_the_reference_pipeline() {
             let bbox: Vec<f32> = exp["bbox"].as_array().unwrap().iter().map(f).collect();
             let width = bbox[2] - bbox[0];
             let shrink = (img.width() as f32 / 640.0).max(img.height() as f32 / 480.0);
-            let (per_100, min_cos) = if shrink <= 2.0 {
-                (SAME_PATH_TOL_PER_100PX, SAME_PATH_MIN_COSINE)
-            } else {
+            let (per_100, min_cos) = if shrink > 2.0 {
                 (REDUCED_TOL_PER_100PX, REDUCED_MIN_COSINE)
+            } else if facegate::model::WEIGHTS == "i8" {
+                (I8_WEIGHTS_TOL_PER_100PX, I8_WEIGHTS_MIN_COSINE)
+            } else {
+                (SAME_PATH_TOL_PER_100PX, SAME_PATH_MIN_COSINE)
             };
             let tol = per_100 * width / 100.0;
             let mut worst = 0f32;
