@@ -27,14 +27,7 @@ use tract_onnx::prelude::*;
 mod nnef_quant;
 #[path = "src/nnef_weights.rs"]
 mod nnef_weights;
-
-/// How the embedded NNEF stores float weights (`FACEGATE_WEIGHTS`).
-#[derive(Clone, Copy, PartialEq)]
-enum Weights {
-    F32,
-    F16,
-    I8,
-}
+use nnef_weights::Storage;
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -55,12 +48,9 @@ fn main() {
     println!("cargo:rerun-if-changed=src/nnef_quant.rs");
     println!("cargo:rerun-if-changed=src/nnef_weights.rs");
     println!("cargo:rerun-if-env-changed=FACEGATE_WEIGHTS");
-    let weights = match std::env::var("FACEGATE_WEIGHTS").as_deref().map(str::trim) {
-        Err(_) | Ok("") | Ok("f32") => Weights::F32,
-        Ok("f16") => Weights::F16,
-        Ok("i8") => Weights::I8,
-        Ok(other) => fail(&format!("FACEGATE_WEIGHTS is {other:?}; use f32 (the default), f16 or i8")),
-    };
+    // How the embedded NNEF stores the large float weights: None keeps f32.
+    let storage = Storage::from_env_value(&std::env::var("FACEGATE_WEIGHTS").unwrap_or_default())
+        .unwrap_or_else(|e| fail(&e));
 
     let mut manifests: Vec<PathBuf> = fs::read_dir(&models)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -89,7 +79,7 @@ fn main() {
         let onnx = models.join(&manifest.file);
         println!("cargo:rerun-if-changed={}", onnx.display());
         let nnef = out.join(format!("{}.nnef.tar", manifest.name));
-        if let Err(e) = convert(&manifest, &onnx, &nnef, weights) {
+        if let Err(e) = convert(&manifest, &onnx, &nnef, storage) {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             fail(&format!(
                 "model `{}` ({}) could not be converted to NNEF:\n  {}",
@@ -113,11 +103,7 @@ fn main() {
         }
     }
     listing.push_str("];\n");
-    let stored = match weights {
-        Weights::F32 => "f32",
-        Weights::F16 => "f16",
-        Weights::I8 => "i8",
-    };
+    let stored = storage.map_or("f32", Storage::name);
     writeln!(listing, "/// How the embedded NNEF stores the large float weights (`FACEGATE_WEIGHTS` at build time).").unwrap();
     writeln!(listing, "pub const WEIGHTS: &str = {stored:?};").unwrap();
     fs::write(out.join("embedded_models.rs"), listing).unwrap();
@@ -139,7 +125,7 @@ fn read_manifest(path: &Path) -> Result<Option<Manifest>, String> {
     value.try_into().map(Some).map_err(|e| e.to_string())
 }
 
-fn convert(m: &Manifest, onnx: &Path, nnef: &Path, weights: Weights) -> TractResult<()> {
+fn convert(m: &Manifest, onnx: &Path, nnef: &Path, storage: Option<Storage>) -> TractResult<()> {
     let bytes = fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
     let digest = format!("{:x}", Sha256::digest(&bytes));
     ensure!(
@@ -171,10 +157,9 @@ fn convert(m: &Manifest, onnx: &Path, nnef: &Path, weights: Weights) -> TractRes
     let typed = if m.task == "detector" { typed } else { typed.into_decluttered()? };
     let file = fs::File::create(nnef)?;
     let writer = tract_nnef::nnef().with_registry(nnef_quant::registry());
-    match weights {
-        Weights::F32 => drop(writer.write_to_tar(&typed, file)?),
-        Weights::F16 => drop(nnef_weights::write_tar(&writer, &typed, nnef_weights::Storage::F16, file)?),
-        Weights::I8 => drop(nnef_weights::write_tar(&writer, &typed, nnef_weights::Storage::I8, file)?),
+    match storage {
+        None => drop(writer.write_to_tar(&typed, file)?),
+        Some(storage) => drop(nnef_weights::write_tar(&writer, &typed, storage, file)?),
     }
     Ok(())
 }

@@ -36,6 +36,26 @@ pub enum Storage {
     I8,
 }
 
+impl Storage {
+    /// `FACEGATE_WEIGHTS`' value: `None` for f32 (unset, empty or `f32`), else the storage.
+    pub fn from_env_value(value: &str) -> Result<Option<Storage>, String> {
+        match value.trim() {
+            "" | "f32" => Ok(None),
+            "f16" => Ok(Some(Storage::F16)),
+            "i8" => Ok(Some(Storage::I8)),
+            other => Err(format!("FACEGATE_WEIGHTS is {other:?}; use f32 (the default), f16 or i8")),
+        }
+    }
+
+    /// The name `FACEGATE_WEIGHTS` and `facegate::model::WEIGHTS` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F16 => "f16",
+            Storage::I8 => "i8",
+        }
+    }
+}
+
 /// Weights smaller than this stay f32: biases, batch-norm and PReLU parameters cost little
 /// and carry the offsets that rounding would shift the most.
 pub const MIN_ELEMENTS: usize = 1024;
