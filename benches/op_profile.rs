@@ -48,13 +48,48 @@ fn main() -> TractResult<()> {
         if let Some(hw) = hw {
             model = facegate::model::pin_input_size(model, hw)?;
         }
-        let model = model.into_optimized()?;
+        let model = match std::env::var("FACEGATE_NHWC").as_deref() {
+            Ok("before") => {
+                let t = tract_core::transform::get_transform("conv_nhwc")?.context("conv_nhwc")?;
+                t.transform(&mut model)?;
+                model.into_optimized()?
+            }
+            Ok("after") => {
+                model.declutter()?;
+                let t = tract_core::transform::get_transform("conv_nhwc")?.context("conv_nhwc")?;
+                t.transform(&mut model)?;
+                model.optimize()?;
+                model
+            }
+            Ok("tract") => model.into_optimized()?,
+            Ok("debug") => {
+                model.declutter()?;
+                for node in model.nodes() {
+                    if let Some(c) = node.op_as::<tract_core::ops::cnn::conv::Conv>() {
+                        if c.group > 1 {
+                            let f: Vec<String> = node.inputs.iter().map(|i| format!("{:?} konst={}", model.outlet_fact(*i).unwrap().shape, model.outlet_fact(*i).unwrap().konst.is_some())).collect();
+                            println!("{} {:?} {:?}", node.name, c, f);
+                        }
+                    }
+                }
+                facegate::model::optimize(model)?
+            }
+            _ => facegate::model::optimize(model)?,
+        };
         let shape: Vec<usize> = model
             .input_fact(0)?
             .shape
             .iter()
             .map(|d| d.to_usize().map_err(|e| anyhow!("{e:?}")))
             .collect::<TractResult<_>>()?;
+        if std::env::var("FACEGATE_DUMP").is_ok() {
+            for node in model.nodes() {
+                let n = node.op().name();
+                if n.contains("MatMul") || n.contains("Depth") {
+                    println!("{} {} {:?} -> {:?}", node.name, n, node.op().info().unwrap_or_default(), model.outlet_fact(node.id.into())?.shape);
+                }
+            }
+        }
         let plan = TypedSimplePlan::new(model)?;
         let input = || -> TractResult<TVec<TValue>> {
             Ok(tvec![Tensor::from_shape(&shape, &vec![0.5f32; shape.iter().product()])?.into_tvalue()])
@@ -85,6 +120,9 @@ fn main() -> TractResult<()> {
             state.run_plan_with_eval(input()?, |ctx, st, node, inputs| {
                 let t = Instant::now();
                 let out = eval(ctx, st, node, inputs);
+                if std::env::var("FACEGATE_NODES").is_ok() && run == RUNS - 1 {
+                    eprintln!("node {:>8.3} ms {} {}", 1e3 * t.elapsed().as_secs_f64(), node.name, op_label(node));
+                }
                 let e = per_op.entry(op_label(node)).or_insert((0, 0.0));
                 if run == 0 {
                     e.0 += 1;

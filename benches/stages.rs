@@ -9,9 +9,9 @@
 //!   `Detector::detect` (letterbox + run + decode + NMS) on the same frame, the detector
 //!   configured with the one size 640×480.
 //! * `*/model_run` vs `*/model_run_onnx_route`: each model's run with the plan the binary
-//!   makes (embedded NNEF, `into_optimized`) beside the plan tract-onnx makes from
-//!   `models/<name>.onnx` at run time with the same pinned input, to see whether the NNEF
-//!   round trip costs run time.
+//!   makes (embedded NNEF, `model::optimize`) beside the plan tract-onnx makes from
+//!   `models/<name>.onnx` at run time with the same pinned input and the same `model::optimize`,
+//!   to see whether the NNEF round trip costs run time.
 //! * `detector_input_size`: the CenterFace run (embedded NNEF, pinned as the binary pins it) at
 //!   640×480, 480×640 (portrait), 512×384, 320×320, 384×288 and 256×256.
 //! * `detect_256px_photo`: `Detector::detect` on obama.jpg scaled to 205×256 with the default
@@ -173,12 +173,12 @@ fn onnx_plan(name: &str) -> std::sync::Arc<tract_onnx::prelude::TypedRunnableMod
     };
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(&m.file);
     let load = || -> TractResult<_> {
-        tract_onnx::onnx()
+        let typed = tract_onnx::onnx()
             .with_ignore_value_info(true)
             .model_for_path(path)?
             .with_input_fact(0, f32::fact(shape).into())?
-            .into_optimized()?
-            .into_runnable()
+            .into_typed()?;
+        facegate::model::optimize(typed)?.into_runnable()
     };
     load().expect("tract-onnx plan")
 }

@@ -3,18 +3,18 @@
 //! * `nnef_embedded`: what the binary does: `model::embedded_typed(name)` parses the NNEF tar
 //!   embedded at build time, `Model::from_typed` pins the detector's symbolic size (640×480
 //!   here, the largest plan `Detector::new` builds at start), checks the manifest,
-//!   `into_optimized`, makes the plan and runs one warm-up (the NNEF framework itself is made
+//!   `model::optimize`, makes the plan and runs one warm-up (the NNEF framework itself is made
 //!   once per thread and cached, so it is timed on its own as `framework/nnef`). The detector's
 //!   NNEF is stored before declutter (its symbolic size cannot be serialised decluttered), so
 //!   its declutter happens here too.
 //! * `onnx_runtime_load`: loading `models/<name>.onnx` at run time with tract-onnx 0.23.9 (the
-//!   dev-dependency), pinning the same input shape as build.rs, `into_optimized`,
+//!   dev-dependency), pinning the same input shape as build.rs, `model::optimize`,
 //!   `into_runnable` and one warm-up run (the ONNX framework is made once, timed as
 //!   `framework/onnx`).
 //!
 //! * `nnef_no_warmup` / `onnx_no_warmup`: the same two routes stopped before the warm-up run
-//!   (NNEF: `model_for_read` of the embedded tar from `OUT_DIR` + pin + `into_optimized` + plan;
-//!   ONNX: load + pin + `into_optimized` + plan), so parsing and optimising can be told apart
+//!   (NNEF: `model_for_read` of the embedded tar from `OUT_DIR` + pin + `model::optimize` + plan;
+//!   ONNX: load + pin + `model::optimize` + plan), so parsing and optimising can be told apart
 //!   from the first run, which dominates for the detector.
 //!
 //! `cargo bench --bench startup` (about two minutes on 2 cores).
@@ -59,7 +59,7 @@ fn nnef_no_warmup(
 ) -> TractResult<std::sync::Arc<TypedRunnableModel>> {
     let typed = nnef.model_for_read(&mut &bytes[..])?;
     // As `Model::from_typed`; networks without the size symbols come back unchanged.
-    facegate::model::pin_input_size(typed, DETECTOR_HW)?.into_optimized()?.into_runnable()
+    facegate::model::optimize(facegate::model::pin_input_size(typed, DETECTOR_HW)?)?.into_runnable()
 }
 
 fn onnx_no_warmup(
@@ -67,7 +67,8 @@ fn onnx_no_warmup(
     path: &PathBuf,
     shape: &[usize],
 ) -> TractResult<std::sync::Arc<TypedRunnableModel>> {
-    onnx.model_for_path(path)?.with_input_fact(0, f32::fact(shape).into())?.into_optimized()?.into_runnable()
+    facegate::model::optimize(onnx.model_for_path(path)?.with_input_fact(0, f32::fact(shape).into())?.into_typed()?)?
+        .into_runnable()
 }
 
 /// Run-time ONNX route: load, pin the input, optimise, plan, one warm-up run.
@@ -76,11 +77,8 @@ fn load_onnx(
     path: &PathBuf,
     shape: &[usize],
 ) -> TractResult<std::sync::Arc<TypedRunnableModel>> {
-    let plan = onnx
-        .model_for_path(path)?
-        .with_input_fact(0, f32::fact(shape).into())?
-        .into_optimized()?
-        .into_runnable()?;
+    let typed = onnx.model_for_path(path)?.with_input_fact(0, f32::fact(shape).into())?.into_typed()?;
+    let plan = facegate::model::optimize(typed)?.into_runnable()?;
     let input = Tensor::from_shape(shape, &vec![0.5f32; shape.iter().product()])?;
     plan.run(tvec![input.into_tvalue()])?;
     Ok(plan)

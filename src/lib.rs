@@ -20,6 +20,7 @@ pub mod error;
 pub mod eval;
 pub mod frame;
 pub mod gallery;
+pub mod kernels;
 pub mod kiosk;
 pub mod model;
 mod nnef_quant;

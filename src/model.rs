@@ -202,6 +202,15 @@ pub fn pin_input_size(typed: TypedModel, [h, w]: [usize; 2]) -> anyhow::Result<T
     typed.set_symbols(&subs)
 }
 
+/// What loading does to a pinned network before planning it: tract's declutter, facegate's own
+/// kernels in place of the ops tract runs slowly (`kernels`), then tract's code generation.
+pub fn optimize(mut typed: TypedModel) -> TractResult<TypedModel> {
+    typed.declutter()?;
+    crate::kernels::substitute_depthwise(&mut typed)?;
+    typed.optimize()?;
+    Ok(typed)
+}
+
 /// The embedded model's manifest and its network as stored, before pinning and optimising.
 pub fn embedded_typed(name: &str) -> Result<(Manifest, TypedModel), ModelError> {
     let em = find(name)?;
@@ -300,7 +309,7 @@ impl Model {
                 ),
             });
         }
-        let optimized = typed.into_optimized().map_err(rt)?;
+        let optimized = optimize(typed).map_err(rt)?;
         let plan = TypedSimplePlan::new(optimized).map_err(rt)?;
         let model = Model { manifest, plan, input_shape };
         model.warm_up()?;
