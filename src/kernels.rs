@@ -147,7 +147,9 @@ impl EvalOp for Depthwise {
         let (x, kernel, bias) = (x.as_slice::<f32>()?, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
         ensure!(kernel.len() == self.channels * self.kernel[0] * self.kernel[1]);
         ensure!(bias.len() == 1 || bias.len() == self.channels);
-        let mut out = Tensor::zero::<f32>(&self.shape(self.output))?;
+        // SAFETY: f32 has no invalid bit patterns, and `run` writes every output element (each
+        // output row is filled with its bias before the taps are added).
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.shape(self.output))? };
         run(self, x, kernel, bias, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
         Ok(tvec!(out.into_tvalue()))
     }
@@ -287,6 +289,524 @@ fn row3(orow: &mut [f32], runs: [(&[f32], isize); 3], taps: [f32; 3]) {
     }
 }
 
+/// Replaces every 1×1 convolution `pointwise_chain` accepts (on x86_64 with AVX2 and FMA only)
+/// with [`Pointwise`], folding the bias, a residual addition and a clamp (ReLU, ReLU6) that
+/// follow it. Returns how many were replaced. Run it on a decluttered model with concrete
+/// shapes, where tract has turned each 1×1 convolution into an `EinSum` followed by its
+/// bias `Add`.
+pub fn substitute_pointwise(model: &mut TypedModel) -> TractResult<usize> {
+    if !pointwise_kernel_available() {
+        return Ok(0);
+    }
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let Some((op, chain, wires)) = pointwise_chain(model, id)? else { continue };
+        let last = *chain.last().unwrap_or(&id);
+        let mut patch = TypedModelPatch::default();
+        let taps = patch.taps(model, &wires.activations)?;
+        let name = &model.node(id).name;
+        let packed = patch.add_const(format!("{name}.packed_weights"), wires.packed.into_arc_tensor())?;
+        let bias = patch.add_const(format!("{name}.bias_per_channel"), wires.bias.into_arc_tensor())?;
+        let mut inputs = tvec![taps[0], packed, bias];
+        inputs.extend(taps.iter().skip(1).copied());
+        let y = patch.wire_node(format!("{name}.pointwise"), op, &inputs)?;
+        patch.shunt_outside(model, last.into(), y[0])?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    // The replaced chains are left unreachable; drop them.
+    model.compact()?;
+    Ok(replaced)
+}
+
+/// Whether this CPU runs [`Pointwise`]'s kernel. Only x86_64 has one: on the boards' ARM cores
+/// tract's own NEON matrix kernels stay.
+pub fn pointwise_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// What `substitute_pointwise` wires for one replacement: the activation inputs (the conv's
+/// input, then the residual if one is fused), the packed weights and the per-channel bias.
+struct PointwiseWires {
+    activations: TVec<OutletId>,
+    packed: Tensor,
+    bias: Tensor,
+}
+
+/// The uniform f32 value of a constant wire, if it is one.
+fn uniform_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
+    let k = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    if k.datum_type() != f32::datum_type() {
+        return None;
+    }
+    let view = k.try_as_plain_ram().ok()?;
+    let values = view.as_slice::<f32>().ok()?;
+    let first = *values.first()?;
+    values.iter().all(|v| v.to_bits() == first.to_bits()).then_some(first)
+}
+
+/// The node's only successor, when its single output feeds exactly one input and is not a
+/// model output.
+fn sole_successor(model: &TypedModel, id: usize) -> Option<(usize, usize)> {
+    let node = model.node(id);
+    if node.outputs.len() != 1 || model.output_outlets().ok()?.iter().any(|o| o.node == id) {
+        return None;
+    }
+    match &node.outputs[0].successors[..] {
+        [only] => Some((only.node, only.slot)),
+        _ => None,
+    }
+}
+
+/// If node `id` is a 1×1 convolution that [`Pointwise`] computes (an f32 `EinSum` of a
+/// `[Ci, H, W]` activation with a constant `[Co, Ci]` weight matrix into `[Co, H, W]`, at least
+/// 16 pixels), the op, the nodes fused after it (bias `Add`, then a residual `Add`, then `Max`
+/// and `Min` by constants) and what to wire.
+fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwise, Vec<usize>, PointwiseWires)>> {
+    use tract_core::ops::binary::TypedBinOp;
+    use tract_core::ops::einsum::EinSum;
+    use tract_core::ops::math::{Add, Max, Min};
+    let node = model.node(id);
+    let Some(einsum) = node.op_as::<EinSum>() else { return Ok(None) };
+    if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    // Which input is the constant weight matrix.
+    let (w_slot, x_slot) = match (
+        model.outlet_fact(node.inputs[0])?.konst.is_some(),
+        model.outlet_fact(node.inputs[1])?.konst.is_some(),
+    ) {
+        (false, true) => (1, 0),
+        (true, false) => (0, 1),
+        _ => return Ok(None),
+    };
+    let x = model.outlet_fact(node.inputs[x_slot])?;
+    let w = model.outlet_fact(node.inputs[w_slot])?;
+    let y = model.outlet_fact(OutletId::new(id, 0))?;
+    let (Some(xs), Some(ws), Some(ys)) = (x.shape.as_concrete(), w.shape.as_concrete(), y.shape.as_concrete()) else {
+        return Ok(None);
+    };
+    // Declutter usually drops the batch axis of 1 ([Ci, H, W]); where it stays, [1, Ci, H, W].
+    let batch_axis = xs.len() == 4;
+    let (&[ci, h, wd], &[co, ci2], &[co2, h2, w2]) = (
+        if batch_axis && xs[0] == 1 { &xs[1..] } else { xs },
+        ws,
+        if batch_axis && ys.len() == 4 && ys[0] == 1 { &ys[1..] } else { ys },
+    ) else {
+        return Ok(None);
+    };
+    if x.datum_type != f32::datum_type()
+        || w.datum_type != f32::datum_type()
+        || ci != ci2
+        || co != co2
+        || (h, wd) != (h2, w2)
+        || h * wd < 16
+    {
+        return Ok(None);
+    }
+    // The axes must be exactly out[(n,) o, h, w] = Σ_i w[o, i] · x[(n,) i, h, w].
+    let expected: &[(&[usize], &[usize], &[usize])] = if batch_axis {
+        &[(&[0], &[], &[0]), (&[1], &[1], &[]), (&[], &[0], &[1]), (&[2], &[], &[2]), (&[3], &[], &[3])]
+    } else {
+        &[(&[0], &[1], &[]), (&[], &[0], &[0]), (&[1], &[], &[1]), (&[2], &[], &[2])]
+    };
+    let axes: Vec<_> = einsum.axes.iter_all_axes().collect();
+    if axes.len() != expected.len()
+        || !expected.iter().all(|(xa, wa, ya)| {
+            axes.iter().any(|a| {
+                a.inputs.len() == 2
+                    && a.outputs.len() == 1
+                    && &a.inputs[x_slot][..] == *xa
+                    && &a.inputs[w_slot][..] == *wa
+                    && &a.outputs[0][..] == *ya
+            })
+        })
+    {
+        return Ok(None);
+    }
+    // The chain after it: bias, residual, clamps, each the only consumer of the one before.
+    let mut chain = Vec::new();
+    let mut bias = vec![0f32; co];
+    let mut residual: Option<OutletId> = None;
+    let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
+    let mut at = id;
+    let mut stage = 0; // 0: bias may come, 1: residual may come, 2: clamps may come
+    while let Some((next, slot)) = sole_successor(model, at) {
+        let n = model.node(next);
+        let Some(bin) = n.op_as::<TypedBinOp>() else { break };
+        if n.inputs.len() != 2 || model.outlet_fact(OutletId::new(next, 0))?.shape.as_concrete() != Some(ys) {
+            break;
+        }
+        let other = n.inputs[1 - slot];
+        let other_fact = model.outlet_fact(other)?;
+        if bin.0.is::<Add>() && stage == 0 && other_fact.konst.is_some() {
+            // A per-channel bias is [Co, 1, 1] ([1, Co, 1, 1] with the batch axis), or one value.
+            let k = other_fact.konst.clone().unwrap();
+            let view = k.try_as_plain_ram()?;
+            let Ok(values) = view.as_slice::<f32>() else { break };
+            if k.shape() == [co, 1, 1] || k.shape() == [1, co, 1, 1] && batch_axis {
+                bias.copy_from_slice(values);
+            } else if values.len() == 1 {
+                bias.fill(values[0]);
+            } else {
+                break;
+            }
+            stage = 1;
+        } else if bin.0.is::<Add>()
+            && stage <= 1
+            && other_fact.konst.is_none()
+            && other_fact.datum_type == f32::datum_type()
+            && other_fact.shape.as_concrete() == Some(ys)
+        {
+            residual = Some(other);
+            stage = 2;
+        } else if bin.0.is::<Max>() && lo == f32::NEG_INFINITY && hi == f32::INFINITY {
+            let Some(v) = uniform_const(model, other) else { break };
+            lo = v;
+            stage = 2;
+        } else if bin.0.is::<Min>() && hi == f32::INFINITY {
+            let Some(v) = uniform_const(model, other) else { break };
+            hi = v;
+            stage = 2;
+        } else {
+            break;
+        }
+        chain.push(next);
+        at = next;
+    }
+    if lo > hi || lo.is_nan() || hi.is_nan() {
+        return Ok(None);
+    }
+    let weights = w.konst.clone().unwrap();
+    let weights = weights.try_as_plain_ram()?;
+    let packed = pack_pointwise_weights(weights.as_slice::<f32>()?, co, ci);
+    let op = Pointwise { batch_axis, ci, co, hw: [h, wd], residual: residual.is_some(), lo: lo.to_bits(), hi: hi.to_bits() };
+    let mut activations = tvec![node.inputs[x_slot]];
+    activations.extend(residual);
+    let wires = PointwiseWires {
+        activations,
+        packed: Tensor::from_shape(&[packed.len()], &packed)?,
+        bias: Tensor::from_shape(&[co], &bias)?,
+    };
+    Ok(Some((op, chain, wires)))
+}
+
+/// Output channels per block of the pointwise kernel.
+const POINTWISE_ROWS: usize = 6;
+
+/// `[Co, Ci]` weights as `⌈Co/6⌉` blocks of `[Ci, 6]`, rows past `Co` zero: the kernel reads
+/// one block's six weights for an input channel as one contiguous run.
+fn pack_pointwise_weights(w: &[f32], co: usize, ci: usize) -> Vec<f32> {
+    let blocks = co.div_ceil(POINTWISE_ROWS);
+    let mut packed = vec![0f32; blocks * ci * POINTWISE_ROWS];
+    for o in 0..co {
+        let (b, r) = (o / POINTWISE_ROWS, o % POINTWISE_ROWS);
+        for i in 0..ci {
+            packed[(b * ci + i) * POINTWISE_ROWS + r] = w[o * ci + i];
+        }
+    }
+    packed
+}
+
+/// 1×1 convolution over a `[Ci, H, W]` f32 activation, with its bias, an optional residual
+/// `[Co, H, W]` added, and a clamp to `[lo, hi]` (f32 bits, so the op is `Eq`; ±∞ when the
+/// graph had none): `out = clamp(Σ_i w[o, i] · x[i] + bias[o] + residual[o])`. Inputs: the
+/// activation, the weights packed by `pack_pointwise_weights`, the `[Co]` bias, the residual.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pointwise {
+    /// `[1, C, H, W]` tensors rather than `[C, H, W]`.
+    pub batch_axis: bool,
+    pub ci: usize,
+    pub co: usize,
+    pub hw: [usize; 2],
+    pub residual: bool,
+    pub lo: u32,
+    pub hi: u32,
+}
+
+impl Pointwise {
+    /// The shape of a `channels`-deep activation in this op's layout.
+    fn shape(&self, channels: usize) -> TVec<usize> {
+        let [h, w] = self.hw;
+        if self.batch_axis {
+            tvec![1, channels, h, w]
+        } else {
+            tvec![channels, h, w]
+        }
+    }
+}
+
+impl Op for Pointwise {
+    fn name(&self) -> StaticName {
+        "FacegatePointwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} ch {:?}{} clamp [{}, {}]",
+            self.ci,
+            self.co,
+            self.hw,
+            if self.residual { " + residual" } else { "" },
+            f32::from_bits(self.lo),
+            f32::from_bits(self.hi)
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Pointwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 3 + usize::from(self.residual));
+        let [h, w] = self.hw;
+        ensure!(inputs[0].shape() == &*self.shape(self.ci), "pointwise input is {:?}", inputs[0].shape());
+        let views: TVec<_> = inputs.iter().map(|t| t.try_as_plain_ram()).collect::<TractResult<_>>()?;
+        let x = views[0].as_slice::<f32>()?;
+        let packed = views[1].as_slice::<f32>()?;
+        let bias = views[2].as_slice::<f32>()?;
+        let residual = if self.residual { Some(views[3].as_slice::<f32>()?) } else { None };
+        ensure!(packed.len() == self.co.div_ceil(POINTWISE_ROWS) * self.ci * POINTWISE_ROWS);
+        ensure!(bias.len() == self.co);
+        ensure!(residual.is_none_or(|r| r.len() == self.co * h * w));
+        // SAFETY: f32 has no invalid bit patterns, and the kernel writes every output element.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.shape(self.co))? };
+        let mut view = out.try_as_plain_ram_mut()?;
+        pointwise(self, x, packed, bias, residual, view.as_slice_mut::<f32>()?)?;
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for Pointwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 3 + usize::from(self.residual));
+        Ok(tvec!(f32::fact(self.shape(self.co))))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!((Cost::FMA(f32::datum_type()), (self.ci * self.co * self.hw[0] * self.hw[1]).to_dim())))
+    }
+
+    as_op!();
+}
+
+/// Runs `op` into `out` (`[Co, H·W]`, any content).
+fn pointwise(
+    op: &Pointwise,
+    x: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) -> TractResult<()> {
+    #[cfg(target_arch = "x86_64")]
+    if pointwise_kernel_available() {
+        // SAFETY: the CPU was just checked for the features each kernel enables; the slices'
+        // lengths were checked against the op's sizes by `eval` (or the tests), which is what
+        // the kernels index by.
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            unsafe { pointwise_avx512(op, x, packed, bias, residual, out) };
+        } else {
+            unsafe { pointwise_avx2(op, x, packed, bias, residual, out) };
+        }
+        return Ok(());
+    }
+    let _ = (op, x, packed, bias, residual, out);
+    bail!("FacegatePointwise needs AVX2 and FMA; it is only substituted where they are")
+}
+
+/// The AVX2 kernel: blocks of 6 output channels × 16 pixels in twelve accumulators, one pass
+/// over the input channels each, read from a contiguous copy of those pixels (the last block
+/// zero-padded); the bias starts the sums, the residual and the clamp are applied on the way
+/// out.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pointwise_avx2(
+    op: &Pointwise,
+    x: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const MR: usize = POINTWISE_ROWS;
+    const NR: usize = 16;
+    let (ci, co) = (op.ci, op.co);
+    let p = op.hw[0] * op.hw[1];
+    let (lo, hi) = (f32::from_bits(op.lo), f32::from_bits(op.hi));
+    let clamp = lo != f32::NEG_INFINITY || hi != f32::INFINITY;
+    // SAFETY (whole body): `x` is `[ci, p]`, `packed` is `⌈co/6⌉ × ci × 6`, `bias` is `[co]`,
+    // `out` and `residual` are `[co, p]`; every pointer below stays inside those.
+    unsafe {
+        let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        // One block of 16 pixels of every input channel, contiguous: read from `x` once (a
+        // strided walk over `ci` rows) and then by every block of output channels.
+        // The last, partial block is zero-padded in the panel and stored through `tail`.
+        let mut panel = vec![0f32; ci * NR];
+        let mut tail = [0f32; NR];
+        let mut p0 = 0;
+        while p0 < p {
+            let cols = NR.min(p - p0);
+            for i in 0..ci {
+                let src = x.as_ptr().add(i * p + p0);
+                let dst = panel.as_mut_ptr().add(i * NR);
+                if cols == NR {
+                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+                    _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
+                } else {
+                    std::ptr::copy_nonoverlapping(src, dst, cols);
+                }
+            }
+            for block in 0..co.div_ceil(MR) {
+                let rows = MR.min(co - block * MR);
+                let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+                for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                    *a = [_mm256_set1_ps(bias[block * MR + r]); 2];
+                }
+                let mut xp = panel.as_ptr();
+                let mut wp = packed.as_ptr().add(block * ci * MR);
+                for _ in 0..ci {
+                    let x0 = _mm256_loadu_ps(xp);
+                    let x1 = _mm256_loadu_ps(xp.add(8));
+                    for r in 0..MR {
+                        let wv = _mm256_broadcast_ss(&*wp.add(r));
+                        acc[r][0] = _mm256_fmadd_ps(wv, x0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(wv, x1, acc[r][1]);
+                    }
+                    xp = xp.add(NR);
+                    wp = wp.add(MR);
+                }
+                for r in 0..rows {
+                    let row = (block * MR + r) * p + p0;
+                    if cols == NR {
+                        for half in 0..2 {
+                            let mut v = acc[r][half];
+                            if let Some(res) = residual {
+                                v = _mm256_add_ps(v, _mm256_loadu_ps(res.as_ptr().add(row + 8 * half)));
+                            }
+                            if clamp {
+                                v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
+                            }
+                            _mm256_storeu_ps(out.as_mut_ptr().add(row + 8 * half), v);
+                        }
+                    } else {
+                        _mm256_storeu_ps(tail.as_mut_ptr(), acc[r][0]);
+                        _mm256_storeu_ps(tail.as_mut_ptr().add(8), acc[r][1]);
+                        for (c, &t) in tail[..cols].iter().enumerate() {
+                            let mut v = t + residual.map_or(0.0, |res| res[row + c]);
+                            if clamp {
+                                v = v.max(lo).min(hi);
+                            }
+                            out[row + c] = v;
+                        }
+                    }
+                }
+            }
+            p0 += NR;
+        }
+    }
+}
+
+/// The AVX-512 form of `pointwise_avx2`: 6 output channels × 32 pixels per block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pointwise_avx512(
+    op: &Pointwise,
+    x: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const MR: usize = POINTWISE_ROWS;
+    const NR: usize = 32;
+    let (ci, co) = (op.ci, op.co);
+    let p = op.hw[0] * op.hw[1];
+    let (lo, hi) = (f32::from_bits(op.lo), f32::from_bits(op.hi));
+    let clamp = lo != f32::NEG_INFINITY || hi != f32::INFINITY;
+    // SAFETY (whole body): as in `pointwise_avx2`.
+    unsafe {
+        let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let mut panel = vec![0f32; ci * NR];
+        let mut tail = [0f32; NR];
+        let mut p0 = 0;
+        while p0 < p {
+            let cols = NR.min(p - p0);
+            for i in 0..ci {
+                let src = x.as_ptr().add(i * p + p0);
+                let dst = panel.as_mut_ptr().add(i * NR);
+                if cols == NR {
+                    _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+                    _mm512_storeu_ps(dst.add(16), _mm512_loadu_ps(src.add(16)));
+                } else {
+                    std::ptr::copy_nonoverlapping(src, dst, cols);
+                }
+            }
+            for block in 0..co.div_ceil(MR) {
+                let rows = MR.min(co - block * MR);
+                let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+                for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                    *a = [_mm512_set1_ps(bias[block * MR + r]); 2];
+                }
+                let mut xp = panel.as_ptr();
+                let mut wp = packed.as_ptr().add(block * ci * MR);
+                for _ in 0..ci {
+                    let x0 = _mm512_loadu_ps(xp);
+                    let x1 = _mm512_loadu_ps(xp.add(16));
+                    for r in 0..MR {
+                        let wv = _mm512_set1_ps(*wp.add(r));
+                        acc[r][0] = _mm512_fmadd_ps(wv, x0, acc[r][0]);
+                        acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
+                    }
+                    xp = xp.add(NR);
+                    wp = wp.add(MR);
+                }
+                for r in 0..rows {
+                    let row = (block * MR + r) * p + p0;
+                    if cols == NR {
+                        for half in 0..2 {
+                            let mut v = acc[r][half];
+                            if let Some(res) = residual {
+                                v = _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(row + 16 * half)));
+                            }
+                            if clamp {
+                                v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+                            }
+                            _mm512_storeu_ps(out.as_mut_ptr().add(row + 16 * half), v);
+                        }
+                    } else {
+                        _mm512_storeu_ps(tail.as_mut_ptr(), acc[r][0]);
+                        _mm512_storeu_ps(tail.as_mut_ptr().add(16), acc[r][1]);
+                        for (c, &t) in tail[..cols].iter().enumerate() {
+                            let mut v = t + residual.map_or(0.0, |res| res[row + c]);
+                            if clamp {
+                                v = v.max(lo).min(hi);
+                            }
+                            out[row + c] = v;
+                        }
+                    }
+                }
+            }
+            p0 += NR;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +873,126 @@ mod tests {
                 assert_eq!(g, p, "case {i} point {j}: dispatched and portable code differ");
             }
         }
+    }
+
+    /// Textbook 1×1 convolution with the fused tail.
+    fn pointwise_reference(
+        op: &Pointwise,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let p = op.hw[0] * op.hw[1];
+        let mut out = vec![0f32; op.co * p];
+        for o in 0..op.co {
+            for px in 0..p {
+                let mut s = 0f64;
+                for i in 0..op.ci {
+                    s += w[o * op.ci + i] as f64 * x[i * p + px] as f64;
+                }
+                let mut v = s as f32 + bias[o] + residual.map_or(0.0, |r| r[o * p + px]);
+                v = v.max(f32::from_bits(op.lo)).min(f32::from_bits(op.hi));
+                out[o * p + px] = v;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pointwise_matches_reference() {
+        if !pointwise_kernel_available() {
+            eprintln!("skipped: this CPU has no AVX2+FMA, so FacegatePointwise is never substituted");
+            return;
+        }
+        // (ci, co, h, w, residual, clamp)
+        let cases = [
+            (16, 96, 4, 8, false, Some((0.0, f32::INFINITY))),
+            (5, 13, 9, 10, true, Some((0.0, 6.0))),
+            (32, 7, 3, 7, true, None),
+            (3, 6, 1, 16, false, None),
+            (24, 144, 6, 11, true, Some((0.0, 6.0))),
+            (7, 20, 5, 13, false, None),
+            (64, 1, 5, 5, false, Some((-1.0, 1.0))),
+        ];
+        for (n, &(ci, co, h, w, has_residual, clamp)) in cases.iter().enumerate() {
+            let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+            let op = Pointwise { batch_axis: false, ci, co, hw: [h, w], residual: has_residual, lo: lo.to_bits(), hi: hi.to_bits() };
+            let x = values(ci * h * w, n as f32);
+            let weights = values(co * ci, 30.0 + n as f32);
+            let bias = values(co, 40.0);
+            let residual = has_residual.then(|| values(co * h * w, 50.0));
+            let want = pointwise_reference(&op, &x, &weights, &bias, residual.as_deref());
+            let mut got = vec![f32::NAN; want.len()];
+            let packed = pack_pointwise_weights(&weights, co, ci);
+            pointwise(&op, &x, &packed, &bias, residual.as_deref(), &mut got).unwrap();
+            // The AVX2 kernel too, where the dispatch above took the AVX-512 one.
+            let mut avx2 = vec![f32::NAN; want.len()];
+            // SAFETY: `pointwise_kernel_available` checked AVX2 and FMA; sizes as the op says.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                pointwise_avx2(&op, &x, &packed, &bias, residual.as_deref(), &mut avx2)
+            };
+            for (j, ((g, a), r)) in got.iter().zip(&avx2).zip(&want).enumerate() {
+                assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()) * ci as f32, "case {n} point {j}: {g} vs {r}");
+                assert!((a - r).abs() <= 1e-5 * (1.0 + r.abs()) * ci as f32, "case {n} point {j}: AVX2 {a} vs {r}");
+            }
+        }
+    }
+
+    /// A 1×1 convolution with bias, a residual and a clamp to [0, 0.5] after it, as tract declutters it
+    /// (`EinSum`, `Add`, `Add`, `Max`, `Min`): one `FacegatePointwise`, same outputs as tract.
+    #[test]
+    fn pointwise_substitution_fuses_the_tail_and_matches_tract() -> TractResult<()> {
+        use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+        use tract_core::ops::math;
+        if !pointwise_kernel_available() {
+            eprintln!("skipped: this CPU has no AVX2+FMA, so FacegatePointwise is never substituted");
+            return Ok(());
+        }
+        let (c, h, w) = (8, 9, 12);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, c, h, w]))?;
+        let conv = |model: &mut TypedModel, name: &str, input: OutletId, seed: f32| -> TractResult<OutletId> {
+            let k = model.add_const(format!("{name}.k"), Tensor::from_shape(&[c, c, 1, 1], &values(c * c, seed))?)?;
+            let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[c], &values(c, seed + 1.0))?)?;
+            let op = Conv {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec![1, 1],
+                    padding: PaddingSpec::Valid,
+                    dilations: None,
+                    strides: None,
+                    input_channels: c,
+                    output_channels: c,
+                },
+                kernel_fmt: KernelFormat::OIHW,
+                group: 1,
+                q_params: None,
+            };
+            Ok(model.wire_node(name, op, &[input, k, b])?[0])
+        };
+        let first = conv(&mut model, "first", x, 1.0)?;
+        let second = conv(&mut model, "second", first, 2.0)?;
+        let sum = model.wire_node("residual", math::add(), &[second, first])?[0];
+        let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
+        let cap = model.add_const("cap", Tensor::from_shape(&[1, 1, 1, 1], &[0.5f32])?)?;
+        let relu = model.wire_node("relu", math::max(), &[sum, zero])?[0];
+        let y = model.wire_node("relu6", math::min(), &[relu, cap])?[0];
+        model.select_output_outlets(&[y])?;
+        let input = Tensor::from_shape(&[1, c, h, w], &values(c * h * w, 5.0))?;
+        let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
+        let ours = crate::model::optimize(model)?;
+        let fused: Vec<_> = ours.nodes().iter().filter_map(|n| n.op_as::<Pointwise>()).collect();
+        assert_eq!(fused.len(), 2, "both 1x1 convolutions replaced");
+        assert!(fused.iter().any(|p| p.residual && f32::from_bits(p.lo) == 0.0 && f32::from_bits(p.hi) == 0.5));
+        assert!(!ours.nodes().iter().any(|n| ["Max", "Min", "Add"].contains(&&*n.op().name())), "tail fused");
+        let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
+        let (theirs, ours) = (theirs[0].to_plain_array_view::<f32>()?, ours[0].to_plain_array_view::<f32>()?);
+        for (t, o) in theirs.iter().zip(ours.iter()) {
+            assert!((t - o).abs() <= 1e-5 * (1.0 + t.abs()), "{o} vs tract's {t}");
+        }
+        Ok(())
     }
 
     /// The substitution against tract's own convolution, through whole graphs: same outputs,
