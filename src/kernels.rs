@@ -22,13 +22,56 @@ pub fn substitute_depthwise(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
         let node = model.node(id);
-        let Some(conv) = node.op_as::<Conv>() else { continue };
-        let Some(op) = substitutable(model, node, conv)? else { continue };
-        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let Some(mut op) = substitutable(model, node, conv)? else {
+            continue;
+        };
+        let (chain, [lo, hi]) = clamp_chain(model, id)?;
+        (op.lo, op.hi) = (lo.to_bits(), hi.to_bits());
+        let mut patch = TypedModelPatch::default();
+        let inputs = patch.taps(model, &node.inputs)?;
+        let y = patch.wire_node(&node.name, op, &inputs)?;
+        patch.shunt_outside(model, chain.last().copied().unwrap_or(id).into(), y[0])?;
         patch.apply(model)?;
         replaced += 1;
     }
+    // The fused clamps are left unreachable; drop them.
+    model.compact()?;
     Ok(replaced)
+}
+
+/// The `Max` and `Min` by constants that follow node `id` (each the only consumer of the one
+/// before: ReLU, ReLU6), and the clamp `[lo, hi]` they make (±∞ where there is none).
+fn clamp_chain(model: &TypedModel, id: usize) -> TractResult<(Vec<usize>, [f32; 2])> {
+    use tract_core::ops::binary::TypedBinOp;
+    use tract_core::ops::math::{Max, Min};
+    let shape = model.outlet_fact(OutletId::new(id, 0))?.shape.clone();
+    let (mut chain, mut lo, mut hi) = (Vec::new(), f32::NEG_INFINITY, f32::INFINITY);
+    let mut at = id;
+    while let Some((next, slot)) = sole_successor(model, at) {
+        let n = model.node(next);
+        let Some(bin) = n.op_as::<TypedBinOp>() else {
+            break;
+        };
+        if n.inputs.len() != 2 || model.outlet_fact(OutletId::new(next, 0))?.shape != shape {
+            break;
+        }
+        let Some(v) = uniform_const(model, n.inputs[1 - slot]) else {
+            break;
+        };
+        if bin.0.is::<Max>() && lo == f32::NEG_INFINITY && hi == f32::INFINITY && !v.is_nan() {
+            lo = v;
+        } else if bin.0.is::<Min>() && hi == f32::INFINITY && !v.is_nan() && v >= lo {
+            hi = v;
+        } else {
+            break;
+        }
+        chain.push(next);
+        at = next;
+    }
+    Ok((chain, [lo, hi]))
 }
 
 /// The [`Depthwise`] that computes `conv` at `node`, when it is one this module handles: f32,
@@ -36,23 +79,24 @@ pub fn substitute_depthwise(model: &mut TypedModel) -> TractResult<usize> {
 /// multiplier 1), an OIHW kernel and a bias held as constants, no dilation, horizontal stride
 /// 1 or 2.
 fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Depthwise>> {
-    if conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || node.inputs.len() != 3
-    {
+    if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || node.inputs.len() != 3 {
         return Ok(None);
     }
     let x = model.outlet_fact(node.inputs[0])?;
     let kernel = model.outlet_fact(node.inputs[1])?;
     let bias = model.outlet_fact(node.inputs[2])?;
-    let Some(shape) = x.shape.as_concrete() else { return Ok(None) };
+    let Some(shape) = x.shape.as_concrete() else {
+        return Ok(None);
+    };
     // Declutter drops a batch axis of 1: the convolution is then CHW.
     let (channels, height, width) = match (conv.pool_spec.data_format, shape) {
         (DataFormat::NCHW, &[1, c, h, w]) | (DataFormat::CHW, &[c, h, w]) => (c, h, w),
         _ => return Ok(None),
     };
     let ps = &conv.pool_spec;
-    let [kh, kw] = ps.kernel_shape[..] else { return Ok(None) };
+    let [kh, kw] = ps.kernel_shape[..] else {
+        return Ok(None);
+    };
     let strides = ps.strides();
     let dilations = ps.dilations();
     if x.datum_type != f32::datum_type()
@@ -80,6 +124,8 @@ fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
         kernel: [kh, kw],
         stride: [strides[0], strides[1]],
         pad: [padded[0].pad_before, padded[1].pad_before],
+        lo: f32::NEG_INFINITY.to_bits(),
+        hi: f32::INFINITY.to_bits(),
     };
     if op.output.contains(&0) {
         return Ok(None);
@@ -105,16 +151,16 @@ pub struct Depthwise {
     pub stride: [usize; 2],
     /// Padding before the first row and the first column.
     pub pad: [usize; 2],
+    /// The output is clamped to `[lo, hi]` (f32 bits, so the op is `Eq`; ±∞ for no clamp): a
+    /// ReLU or ReLU6 that followed the convolution in the graph.
+    pub lo: u32,
+    pub hi: u32,
 }
 
 impl Depthwise {
     /// The tensor shape of a `[height, width]` plane stack in this op's layout.
     fn shape(&self, [h, w]: [usize; 2]) -> TVec<usize> {
-        if self.batch_axis {
-            tvec![1, self.channels, h, w]
-        } else {
-            tvec![self.channels, h, w]
-        }
+        if self.batch_axis { tvec![1, self.channels, h, w] } else { tvec![self.channels, h, w] }
     }
 }
 
@@ -125,8 +171,15 @@ impl Op for Depthwise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} ch {:?} -> {:?} kernel {:?} stride {:?} pad {:?}",
-            self.channels, self.input, self.output, self.kernel, self.stride, self.pad
+            "{} ch {:?} -> {:?} kernel {:?} stride {:?} pad {:?} clamp [{}, {}]",
+            self.channels,
+            self.input,
+            self.output,
+            self.kernel,
+            self.stride,
+            self.pad,
+            f32::from_bits(self.lo),
+            f32::from_bits(self.hi)
         )])
     }
 
@@ -171,6 +224,8 @@ impl TypedOp for Depthwise {
 
 /// Computes `op` into `out` (`[C, oh, ow]`, any content), with the widest code this CPU runs.
 pub fn run(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
+    // AVX-512 (the same code compiled for it) was measured no faster: these loops are bound by
+    // memory, not by vector width.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU was just checked for AVX2, the only feature `run_avx2` enables.
@@ -186,8 +241,8 @@ unsafe fn run_avx2(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out:
     run_portable(op, x, kernel, bias, out)
 }
 
-/// The kernel itself, plain Rust over slices; `inline(always)` so that `run_avx2` compiles
-/// its own copy with AVX2.
+/// The kernel itself, plain Rust over slices; `inline(always)` so that `run_avx2` compiles its
+/// own copy with AVX2.
 #[inline(always)]
 fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
     let [h, w] = op.input;
@@ -219,38 +274,52 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
         } else {
             xc
         };
+        let (lo, hi) = (f32::from_bits(op.lo), f32::from_bits(op.hi));
+        let clamp = lo != f32::NEG_INFINITY || hi != f32::INFINITY;
+        let tap_run = |irow, kx| tap_run(irow, kx, pw, sw == 2, even);
         for (oy, orow) in oc.chunks_exact_mut(ow).enumerate() {
             orow.fill(b);
             for ky in 0..kh {
-                let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < h) else { continue };
-                let irow = &src[iy * w..][..w];
-                // The run of input each tap reads, and the shift from output column to it.
-                let tap_run = |kx: usize| {
-                    let d = kx as isize - pw as isize;
-                    if sw == 2 {
-                        let run = if d.rem_euclid(2) == 0 { &irow[..even] } else { &irow[even..] };
-                        (run, d.div_euclid(2))
-                    } else {
-                        (irow, d)
-                    }
+                let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < h) else {
+                    continue;
                 };
+                let irow = &src[iy * w..][..w];
                 let row_taps = &taps[ky * kw..][..kw];
                 if kw == 3 {
-                    row3(orow, [tap_run(0), tap_run(1), tap_run(2)], [row_taps[0], row_taps[1], row_taps[2]]);
+                    let runs = [tap_run(irow, 0), tap_run(irow, 1), tap_run(irow, 2)];
+                    row3(orow, runs, [row_taps[0], row_taps[1], row_taps[2]]);
                     continue;
                 }
                 for (kx, &tap) in row_taps.iter().enumerate() {
-                    let (run, shift) = tap_run(kx);
-                    let (lo, hi) = valid_columns(run.len(), shift, orow.len());
-                    if lo < hi {
-                        let from = (lo as isize + shift) as usize;
-                        for (o, v) in orow[lo..hi].iter_mut().zip(&run[from..from + (hi - lo)]) {
+                    let (run, shift) = tap_run(irow, kx);
+                    let (a, z) = valid_columns(run.len(), shift, orow.len());
+                    if a < z {
+                        let from = (a as isize + shift) as usize;
+                        for (o, v) in orow[a..z].iter_mut().zip(&run[from..from + (z - a)]) {
                             *o += tap * v;
                         }
                     }
                 }
             }
+            if clamp {
+                for o in orow.iter_mut() {
+                    *o = o.max(lo).min(hi);
+                }
+            }
         }
+    }
+}
+
+/// The run of an input row that kernel column `kx` reads, and the shift from output column to
+/// it; a stride-2 row is stored as its `even` even columns, then its odd ones.
+#[inline(always)]
+fn tap_run(irow: &[f32], kx: usize, pad: usize, stride2: bool, even: usize) -> (&[f32], isize) {
+    let d = kx as isize - pad as isize;
+    if stride2 {
+        let run = if d.rem_euclid(2) == 0 { &irow[..even] } else { &irow[even..] };
+        (run, d.div_euclid(2))
+    } else {
+        (irow, d)
     }
 }
 
@@ -300,7 +369,9 @@ pub fn substitute_pointwise(model: &mut TypedModel) -> TractResult<usize> {
     }
     let mut replaced = 0;
     for id in model.eval_order()? {
-        let Some((op, chain, wires)) = pointwise_chain(model, id)? else { continue };
+        let Some((op, chain, wires)) = pointwise_chain(model, id)? else {
+            continue;
+        };
         let last = *chain.last().unwrap_or(&id);
         let mut patch = TypedModelPatch::default();
         let taps = patch.taps(model, &wires.activations)?;
@@ -374,7 +445,9 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     use tract_core::ops::einsum::EinSum;
     use tract_core::ops::math::{Add, Max, Min};
     let node = model.node(id);
-    let Some(einsum) = node.op_as::<EinSum>() else { return Ok(None) };
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
     if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
         return Ok(None);
     }
@@ -440,7 +513,9 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     let mut stage = 0; // 0: bias may come, 1: residual may come, 2: clamps may come
     while let Some((next, slot)) = sole_successor(model, at) {
         let n = model.node(next);
-        let Some(bin) = n.op_as::<TypedBinOp>() else { break };
+        let Some(bin) = n.op_as::<TypedBinOp>() else {
+            break;
+        };
         if n.inputs.len() != 2 || model.outlet_fact(OutletId::new(next, 0))?.shape.as_concrete() != Some(ys) {
             break;
         }
@@ -450,7 +525,9 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
             // A per-channel bias is [Co, 1, 1] ([1, Co, 1, 1] with the batch axis), or one value.
             let k = other_fact.konst.clone().unwrap();
             let view = k.try_as_plain_ram()?;
-            let Ok(values) = view.as_slice::<f32>() else { break };
+            let Ok(values) = view.as_slice::<f32>() else {
+                break;
+            };
             if k.shape() == [co, 1, 1] || k.shape() == [1, co, 1, 1] && batch_axis {
                 bias.copy_from_slice(values);
             } else if values.len() == 1 {
@@ -468,11 +545,15 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
             residual = Some(other);
             stage = 2;
         } else if bin.0.is::<Max>() && lo == f32::NEG_INFINITY && hi == f32::INFINITY {
-            let Some(v) = uniform_const(model, other) else { break };
+            let Some(v) = uniform_const(model, other) else {
+                break;
+            };
             lo = v;
             stage = 2;
         } else if bin.0.is::<Min>() && hi == f32::INFINITY {
-            let Some(v) = uniform_const(model, other) else { break };
+            let Some(v) = uniform_const(model, other) else {
+                break;
+            };
             hi = v;
             stage = 2;
         } else {
@@ -487,7 +568,8 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     let weights = w.konst.clone().unwrap();
     let weights = weights.try_as_plain_ram()?;
     let packed = pack_pointwise_weights(weights.as_slice::<f32>()?, co, ci);
-    let op = Pointwise { batch_axis, ci, co, hw: [h, wd], residual: residual.is_some(), lo: lo.to_bits(), hi: hi.to_bits() };
+    let op =
+        Pointwise { batch_axis, ci, co, hw: [h, wd], residual: residual.is_some(), lo: lo.to_bits(), hi: hi.to_bits() };
     let mut activations = tvec![node.inputs[x_slot]];
     activations.extend(residual);
     let wires = PointwiseWires {
@@ -535,11 +617,7 @@ impl Pointwise {
     /// The shape of a `channels`-deep activation in this op's layout.
     fn shape(&self, channels: usize) -> TVec<usize> {
         let [h, w] = self.hw;
-        if self.batch_axis {
-            tvec![1, channels, h, w]
-        } else {
-            tvec![channels, h, w]
-        }
+        if self.batch_axis { tvec![1, channels, h, w] } else { tvec![channels, h, w] }
     }
 }
 
@@ -830,7 +908,7 @@ mod tests {
                             }
                         }
                     }
-                    out[(c * oh + oy) * ow + ox] = s;
+                    out[(c * oh + oy) * ow + ox] = s.max(f32::from_bits(op.lo)).min(f32::from_bits(op.hi));
                 }
             }
         }
@@ -855,11 +933,25 @@ mod tests {
             (2, 16, 40, 7, 7, [2, 1], [3, 3], true),
         ];
         for (i, &(channels, h, w, kh, kw, stride, pad, per_channel)) in cases.iter().enumerate() {
-            let output = [
-                (h + 2 * pad[0] - kh) / stride[0] + 1,
-                (w + 2 * pad[1] - kw) / stride[1] + 1,
-            ];
-            let op = Depthwise { batch_axis: true, channels, input: [h, w], output, kernel: [kh, kw], stride, pad };
+            let output = [(h + 2 * pad[0] - kh) / stride[0] + 1, (w + 2 * pad[1] - kw) / stride[1] + 1];
+            let (lo, hi) = if i % 3 == 1 {
+                (0.0, 6.0)
+            } else if i % 3 == 2 {
+                (0.0, f32::INFINITY)
+            } else {
+                (f32::NEG_INFINITY, f32::INFINITY)
+            };
+            let op = Depthwise {
+                batch_axis: true,
+                channels,
+                input: [h, w],
+                output,
+                kernel: [kh, kw],
+                stride,
+                pad,
+                lo: f32::to_bits(lo),
+                hi: f32::to_bits(hi),
+            };
             let x = values(channels * h * w, i as f32);
             let kernel = values(channels * kh * kw, 10.0 + i as f32);
             let bias = values(if per_channel { channels } else { 1 }, 20.0);
@@ -876,13 +968,7 @@ mod tests {
     }
 
     /// Textbook 1×1 convolution with the fused tail.
-    fn pointwise_reference(
-        op: &Pointwise,
-        x: &[f32],
-        w: &[f32],
-        bias: &[f32],
-        residual: Option<&[f32]>,
-    ) -> Vec<f32> {
+    fn pointwise_reference(op: &Pointwise, x: &[f32], w: &[f32], bias: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
         let p = op.hw[0] * op.hw[1];
         let mut out = vec![0f32; op.co * p];
         for o in 0..op.co {
@@ -917,7 +1003,15 @@ mod tests {
         ];
         for (n, &(ci, co, h, w, has_residual, clamp)) in cases.iter().enumerate() {
             let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-            let op = Pointwise { batch_axis: false, ci, co, hw: [h, w], residual: has_residual, lo: lo.to_bits(), hi: hi.to_bits() };
+            let op = Pointwise {
+                batch_axis: false,
+                ci,
+                co,
+                hw: [h, w],
+                residual: has_residual,
+                lo: lo.to_bits(),
+                hi: hi.to_bits(),
+            };
             let x = values(ci * h * w, n as f32);
             let weights = values(co * ci, 30.0 + n as f32);
             let bias = values(co, 40.0);
@@ -1010,10 +1104,8 @@ mod tests {
             let (c, h, w) = (6, 15, 20);
             let mut model = TypedModel::default();
             let x = model.add_source("x", f32::fact([1, c, h, w]))?;
-            let k = model.add_const(
-                "k",
-                Tensor::from_shape(&[c, c / group, 3, 3], &values(c * c / group * 9, 3.0))?,
-            )?;
+            let k =
+                model.add_const("k", Tensor::from_shape(&[c, c / group, 3, 3], &values(c * c / group * 9, 3.0))?)?;
             let b = model.add_const("b", Tensor::from_shape(&[c], &values(c, 4.0))?)?;
             let conv = Conv {
                 pool_spec: PoolSpec {
@@ -1030,6 +1122,11 @@ mod tests {
                 q_params: None,
             };
             let y = model.wire_node("conv", conv, &[x, k, b])?;
+            // A ReLU6 after it, which the substitution folds into the depthwise op.
+            let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
+            let six = model.add_const("six", Tensor::from_shape(&[1, 1, 1, 1], &[0.6f32])?)?;
+            let y = model.wire_node("relu", tract_core::ops::math::max(), &[y[0], zero])?;
+            let y = model.wire_node("relu6", tract_core::ops::math::min(), &[y[0], six])?;
             model.select_output_outlets(&y)?;
             let input = Tensor::from_shape(&[1, c, h, w], &values(c * h * w, 5.0))?;
             let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
@@ -1038,6 +1135,10 @@ mod tests {
             let ours = crate::model::optimize(model.clone())?;
             let replaced = ours.nodes().iter().filter(|n| n.op_is::<Depthwise>()).count();
             assert_eq!(replaced, usize::from(group == c));
+            if group == c {
+                let names: Vec<_> = ours.nodes().iter().map(|n| n.op().name()).collect();
+                assert!(!names.iter().any(|n| n.contains("Max") || n.contains("Min")), "clamp not fused: {names:?}");
+            }
             // And on the graph as built, NCHW with its batch axis.
             let mut nchw = model;
             assert_eq!(substitute_depthwise(&mut nchw)?, usize::from(group == c));
