@@ -160,7 +160,11 @@ pub struct Depthwise {
 impl Depthwise {
     /// The tensor shape of a `[height, width]` plane stack in this op's layout.
     fn shape(&self, [h, w]: [usize; 2]) -> TVec<usize> {
-        if self.batch_axis { tvec![1, self.channels, h, w] } else { tvec![self.channels, h, w] }
+        if self.batch_axis {
+            tvec![1, self.channels, h, w]
+        } else {
+            tvec![self.channels, h, w]
+        }
     }
 }
 
@@ -253,13 +257,20 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
     // Stride 2: each input row as its even columns then its odd columns, so that a tap reads
     // a contiguous run (input column 2·ox + d is plane d mod 2, index ox + ⌊d / 2⌋).
     let even = w.div_ceil(2);
-    let mut planes = if sw == 2 { vec![0f32; h * w] } else { Vec::new() };
+    let mut planes: Vec<f32> = Vec::new();
     for c in 0..op.channels {
         let xc = &x[c * h * w..][..h * w];
         let taps = &kernel[c * kh * kw..][..kh * kw];
         let b = if bias.len() == 1 { bias[0] } else { bias[c] };
         let oc = &mut out[c * oh * ow..][..oh * ow];
+        // A 3×3, stride 2, padding 1 on even sizes: one flat pass over four planes.
+        if [kh, kw, sh, sw, ph, pw] == [3, 3, 2, 2, 1, 1] && h % 2 == 0 && w % 2 == 0 && [oh, ow] == [h / 2, w / 2] {
+            halve3x3(xc, oc, taps, b, h, w, &mut planes);
+            clamp_plane(oc, op.lo, op.hi);
+            continue;
+        }
         let src: &[f32] = if sw == 2 {
+            planes.resize(h * w, 0.0);
             for (row, split) in xc.chunks_exact(w).zip(planes.chunks_exact_mut(w)) {
                 let (evens, odds) = split.split_at_mut(even);
                 for ((e, o), pair) in evens.iter_mut().zip(odds.iter_mut()).zip(row.chunks_exact(2)) {
@@ -274,10 +285,17 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
         } else {
             xc
         };
-        let (lo, hi) = (f32::from_bits(op.lo), f32::from_bits(op.hi));
-        let clamp = lo != f32::NEG_INFINITY || hi != f32::INFINITY;
         let tap_run = |irow, kx| tap_run(irow, kx, pw, sw == 2, even);
+        // A same-size 3×3, stride 1: the rows between the first and the last in one flat pass;
+        // those two rows go through the row-by-row path below.
+        let flat = [kh, kw, sh, sw, ph, pw] == [3, 3, 1, 1, 1, 1] && [oh, ow] == [h, w] && h >= 3 && w >= 2;
+        if flat {
+            same3x3_inner_rows(xc, oc, taps, b, h, w);
+        }
         for (oy, orow) in oc.chunks_exact_mut(ow).enumerate() {
+            if flat && oy != 0 && oy != oh - 1 {
+                continue;
+            }
             orow.fill(b);
             for ky in 0..kh {
                 let Some(iy) = (oy * sh + ky).checked_sub(ph).filter(|&iy| iy < h) else {
@@ -301,11 +319,111 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
                     }
                 }
             }
-            if clamp {
-                for o in orow.iter_mut() {
-                    *o = o.max(lo).min(hi);
-                }
+        }
+        clamp_plane(oc, op.lo, op.hi);
+    }
+}
+
+/// Clamps a plane to `[lo, hi]` (f32 bits), unless that is (-∞, ∞).
+#[inline(always)]
+fn clamp_plane(plane: &mut [f32], lo: u32, hi: u32) {
+    let (lo, hi) = (f32::from_bits(lo), f32::from_bits(hi));
+    if lo != f32::NEG_INFINITY || hi != f32::INFINITY {
+        for o in plane.iter_mut() {
+            *o = o.max(lo).min(hi);
+        }
+    }
+}
+
+/// One output point of a 3×3 convolution with padding 1 and stride `s`, straight from the
+/// `h × w` input plane: for the border points the flat passes leave.
+#[inline(always)]
+fn point3x3(x: &[f32], taps: &[f32], bias: f32, [h, w]: [usize; 2], s: usize, [oy, ox]: [usize; 2]) -> f32 {
+    let mut sum = bias;
+    for ky in 0..3 {
+        let Some(iy) = (oy * s + ky).checked_sub(1).filter(|&iy| iy < h) else { continue };
+        for kx in 0..3 {
+            if let Some(ix) = (ox * s + kx).checked_sub(1).filter(|&ix| ix < w) {
+                sum += taps[ky * 3 + kx] * x[iy * w + ix];
             }
+        }
+    }
+    sum
+}
+
+/// A 3×3 convolution with padding 1 and stride 2 on an `h × w` plane, both even, into the
+/// `h/2 × w/2` output. The input is split once into its four (row parity, column parity)
+/// planes, each `h/2 × w/2`; output point `i` (flat) then reads every tap at a fixed offset
+/// from `i` in one of them, so the whole plane but its first row and column is one pass.
+#[inline(always)]
+fn halve3x3(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: usize, w: usize, planes: &mut Vec<f32>) {
+    let (oh, ow) = (h / 2, w / 2);
+    let n = oh * ow;
+    planes.resize(4 * n, 0.0);
+    let (ee, rest) = planes.split_at_mut(n);
+    let (eo, rest) = rest.split_at_mut(n);
+    let (oe, oo) = rest.split_at_mut(n);
+    let rows = x.chunks_exact(2 * w).zip(ee.chunks_exact_mut(ow).zip(eo.chunks_exact_mut(ow)));
+    for ((pair, (ee, eo)), (oe, oo)) in rows.zip(oe.chunks_exact_mut(ow).zip(oo.chunks_exact_mut(ow))) {
+        let (even_row, odd_row) = pair.split_at(w);
+        for ((e, o), p) in ee.iter_mut().zip(eo.iter_mut()).zip(even_row.chunks_exact(2)) {
+            (*e, *o) = (p[0], p[1]);
+        }
+        for ((e, o), p) in oe.iter_mut().zip(oo.iter_mut()).zip(odd_row.chunks_exact(2)) {
+            (*e, *o) = (p[0], p[1]);
+        }
+    }
+    // Tap (ky, kx) of output (oy, ox) reads input (2oy + ky - 1, 2ox + kx - 1): rows ky = 0, 2
+    // are odd rows oy - 1 and oy, row 1 the even row oy; likewise for columns.
+    let start = ow + 1;
+    if start < n {
+        let m = n - start;
+        let (oo, oe, eo, ee) = (&*oo, &*oe, &*eo, &*ee);
+        let (a0, a1, a2) = (&oo[start - ow - 1..][..m], &oe[start - ow..][..m], &oo[start - ow..][..m]);
+        let (b0, b1, b2) = (&eo[start - 1..][..m], &ee[start..][..m], &eo[start..][..m]);
+        let (c0, c1, c2) = (&oo[start - 1..][..m], &oe[start..][..m], &oo[start..][..m]);
+        let [t0, t1, t2, t3, t4, t5, t6, t7, t8]: [f32; 9] = std::array::from_fn(|i| taps[i]);
+        let o = &mut out[start..n];
+        for i in 0..m {
+            let top = t0 * a0[i] + t1 * a1[i] + t2 * a2[i];
+            let mid = t3 * b0[i] + t4 * b1[i] + t5 * b2[i];
+            let bot = t6 * c0[i] + t7 * c1[i] + t8 * c2[i];
+            o[i] = bias + top + mid + bot;
+        }
+    }
+    // The first row, and the first column (whose flat reads wrapped round a row end).
+    for ox in 0..ow.min(n) {
+        out[ox] = point3x3(x, taps, bias, [h, w], 2, [0, ox]);
+    }
+    for oy in 1..oh {
+        out[oy * ow] = point3x3(x, taps, bias, [h, w], 2, [oy, 0]);
+    }
+}
+
+/// Rows `1..h-1` of a same-size 3×3 convolution with padding 1 and stride 1, on one `h × w`
+/// plane: one flat pass, `out[i] = bias + Σ taps[ky·3+kx] · x[i + (ky-1)·w + kx-1]`, then the
+/// first and last columns of those rows, where the flat reads wrapped round a row end, done
+/// again one by one. Needs `h ≥ 3`, `w ≥ 2`.
+#[inline(always)]
+fn same3x3_inner_rows(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: usize, w: usize) {
+    // From (y=1, x=1) to just before (y=h-2, x=w-1): every read stays inside the plane.
+    let (start, end) = (w + 1, (h - 1) * w - 1);
+    let n = end - start;
+    let tap = |ky: usize, kx: usize| &x[ky * w + kx..][..n];
+    let (a0, a1, a2) = (tap(0, 0), tap(0, 1), tap(0, 2));
+    let (b0, b1, b2) = (tap(1, 0), tap(1, 1), tap(1, 2));
+    let (c0, c1, c2) = (tap(2, 0), tap(2, 1), tap(2, 2));
+    let [t0, t1, t2, t3, t4, t5, t6, t7, t8]: [f32; 9] = std::array::from_fn(|i| taps[i]);
+    let o = &mut out[start..end];
+    for i in 0..n {
+        let top = t0 * a0[i] + t1 * a1[i] + t2 * a2[i];
+        let mid = t3 * b0[i] + t4 * b1[i] + t5 * b2[i];
+        let bot = t6 * c0[i] + t7 * c1[i] + t8 * c2[i];
+        o[i] = bias + top + mid + bot;
+    }
+    for y in 1..h - 1 {
+        for col in [0, w - 1] {
+            out[y * w + col] = point3x3(x, taps, bias, [h, w], 1, [y, col]);
         }
     }
 }
@@ -617,7 +735,11 @@ impl Pointwise {
     /// The shape of a `channels`-deep activation in this op's layout.
     fn shape(&self, channels: usize) -> TVec<usize> {
         let [h, w] = self.hw;
-        if self.batch_axis { tvec![1, channels, h, w] } else { tvec![channels, h, w] }
+        if self.batch_axis {
+            tvec![1, channels, h, w]
+        } else {
+            tvec![channels, h, w]
+        }
     }
 }
 
@@ -931,6 +1053,14 @@ mod tests {
             (3, 5, 33, 3, 3, [1, 1], [0, 0], true),
             (1, 4, 4, 1, 1, [1, 2], [0, 0], true),
             (2, 16, 40, 7, 7, [2, 1], [3, 3], true),
+            (4, 3, 2, 3, 3, [1, 1], [1, 1], true),
+            (3, 16, 16, 3, 3, [1, 1], [1, 1], true),
+            (2, 4, 3, 3, 3, [1, 1], [1, 1], false),
+            (2, 2, 5, 3, 3, [1, 1], [1, 1], true),
+            (3, 8, 12, 3, 3, [2, 2], [1, 1], true),
+            (2, 2, 2, 3, 3, [2, 2], [1, 1], true),
+            (2, 4, 2, 3, 3, [2, 2], [1, 1], false),
+            (2, 6, 16, 3, 3, [2, 2], [1, 1], true),
         ];
         for (i, &(channels, h, w, kh, kw, stride, pad, per_channel)) in cases.iter().enumerate() {
             let output = [(h + 2 * pad[0] - kh) / stride[0] + 1, (w + 2 * pad[1] - kw) / stride[1] + 1];
