@@ -303,7 +303,8 @@ def models_side_by_side(rounds: int, runs: int = 7) -> dict:
     if exe is None:
         return {"skipped": "build it with `cargo bench --bench op_profile --no-run`"}
     sessions = {m: session(clean_model(ROOT / f"models/{f}.onnx", shape)) for m, (f, shape) in MODEL_SHAPES.items()}
-    tract, ortt = {m: [] for m in MODEL_SHAPES}, {m: [] for m in MODEL_SHAPES}
+    # tract: the plan the binary runs (facegate's kernels substituted); tract_own: tract's plan alone.
+    tract, tract_own, ortt = ({m: [] for m in MODEL_SHAPES} for _ in range(3))
 
     def ort_round():
         for m, s in sessions.items():
@@ -317,18 +318,23 @@ def models_side_by_side(rounds: int, runs: int = 7) -> dict:
                 ts.append(time.perf_counter() - t)
             ortt[m].append(1e3 * median(ts))
 
-    def tract_round():
-        out = subprocess.run([str(exe), "--plain", str(runs)], check=True, stdout=subprocess.PIPE).stdout
+    def tract_round(plan: str, into: dict):
+        env = {**os.environ, "FACEGATE_PLAN": plan}
+        out = subprocess.run([str(exe), "--plain", str(runs)], check=True, stdout=subprocess.PIPE, env=env).stdout
         for line in out.decode().splitlines():
             r = json.loads(line)
-            if r["model"] in tract:
-                tract[r["model"]].append(r["median_ms"])
+            if r["model"] in into:
+                into[r["model"]].append(r["median_ms"])
 
+    ours = lambda: tract_round("facegate", tract)
+    theirs = lambda: tract_round("tract", tract_own)
     for r in range(rounds):
-        for f in ((tract_round, ort_round) if r % 2 == 0 else (ort_round, tract_round)):
+        for f in ((ours, ort_round, theirs) if r % 2 == 0 else (theirs, ort_round, ours)):
             f()
-    return {m: {"tract_ms": median(tract[m]), "ort_ms": median(ortt[m]),
-                "tract_over_ort": median([a / b for a, b in zip(tract[m], ortt[m])])} for m in MODEL_SHAPES}
+    return {m: {"tract_ms": median(tract[m]), "tract_own_plan_ms": median(tract_own[m]), "ort_ms": median(ortt[m]),
+                "tract_over_ort": median([a / b for a, b in zip(tract[m], ortt[m])]),
+                "tract_own_plan_over_ort": median([a / b for a, b in zip(tract_own[m], ortt[m])])}
+            for m in MODEL_SHAPES}
 
 
 def ort_op_shares(runs: int = 5) -> dict:
@@ -526,9 +532,11 @@ def main():
               f"{det_cmp['shipped']:.1f} vs {det_cmp['cleaned']:.1f} ms")
     if "skipped" not in per_model:
         print("\n### Model run alone, tract (embedded NNEF) vs onnxruntime, medians of interleaved rounds\n")
-        print("| model | tract ms | onnxruntime ms | tract / ort |\n|---|---|---|---|")
+        print("| model | facegate's plan ms (tract + own kernels) | tract's own plan ms | onnxruntime ms "
+              "| facegate / ort | tract's own / ort |\n|---|---|---|---|---|---|")
         for m, r in per_model.items():
-            print(f"| {m} | {r['tract_ms']:.1f} | {r['ort_ms']:.1f} | {r['tract_over_ort']:.2f}× |")
+            print(f"| {m} | {r['tract_ms']:.1f} | {r['tract_own_plan_ms']:.1f} | {r['ort_ms']:.1f} "
+                  f"| {r['tract_over_ort']:.2f}× | {r['tract_own_plan_over_ort']:.2f}× |")
     if "skipped" not in op_shares:
         print("\nonnxruntime kernel time by op type: " + "; ".join(
             f"{m}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sh.items()) for m, sh in op_shares.items()))

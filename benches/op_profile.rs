@@ -1,10 +1,16 @@
 //! Where tract spends a model run: time per optimised op kind, for the three embedded models.
 //!
 //! `cargo bench --bench op_profile` (under a minute). Loads each NNEF the build embeds (read
-//! from `OUT_DIR`, the same bytes the binary includes), optimises it as `Model::embedded` does,
+//! from `OUT_DIR`, the same bytes the binary includes), optimises it as `Model::embedded` does
+//! (`model::optimize`: tract's passes with facegate's kernels substituted),
 //! warms up once, then times every node of RUNS runs through tract's `run_plan_with_eval` hook
 //! and prints, per model, the total per op name (`Conv`, `DepthWise`, `OptMatMul`, …) with its
 //! share. Per-node timing adds a little overhead; read the shares, not the absolute sum.
+//!
+//! Environment: `FACEGATE_PLAN=tract` profiles tract's own plan (`into_optimized`) instead of
+//! the one the binary runs (`model::optimize`, with facegate's kernels); `FACEGATE_NODES=1`
+//! also prints each node's time in the last run on stderr; `FACEGATE_PLAN_DUMP=1` prints the
+//! optimised plan's nodes.
 //!
 //! With `--plain N` (run the executable from `target/release/deps/op_profile-*` directly) it
 //! instead prints one JSON line per model with the median of N plain runs (no per-node hook);
@@ -42,39 +48,19 @@ fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
     let plain: Option<usize> =
         args.iter().position(|a| a == "--plain").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok());
+    let per_node = std::env::var("FACEGATE_NODES").is_ok();
     let nnef = tract_nnef::nnef();
     for (label, name, hw) in CASES {
         let mut model = nnef.model_for_read(&mut &facegate::model::embedded_nnef(name)?[..])?;
         if let Some(hw) = hw {
             model = facegate::model::pin_input_size(model, hw)?;
         }
-        let model = match std::env::var("FACEGATE_NHWC").as_deref() {
-            Ok("before") => {
-                let t = tract_core::transform::get_transform("conv_nhwc")?.context("conv_nhwc")?;
-                t.transform(&mut model)?;
-                model.into_optimized()?
-            }
-            Ok("after") => {
-                model.declutter()?;
-                let t = tract_core::transform::get_transform("conv_nhwc")?.context("conv_nhwc")?;
-                t.transform(&mut model)?;
-                model.optimize()?;
-                model
-            }
-            Ok("tract") => model.into_optimized()?,
-            Ok("debug") => {
-                model.declutter()?;
-                for node in model.nodes() {
-                    if let Some(c) = node.op_as::<tract_core::ops::cnn::conv::Conv>() {
-                        if c.group > 1 {
-                            let f: Vec<String> = node.inputs.iter().map(|i| format!("{:?} konst={}", model.outlet_fact(*i).unwrap().shape, model.outlet_fact(*i).unwrap().konst.is_some())).collect();
-                            println!("{} {:?} {:?}", node.name, c, f);
-                        }
-                    }
-                }
-                facegate::model::optimize(model)?
-            }
-            _ => facegate::model::optimize(model)?,
+        // As `Model::from_typed` does (tract's passes with facegate's kernels substituted), or
+        // tract's own plan alone with FACEGATE_PLAN=tract.
+        let model = if std::env::var("FACEGATE_PLAN").as_deref() == Ok("tract") {
+            model.into_optimized()?
+        } else {
+            facegate::model::optimize(model)?
         };
         let shape: Vec<usize> = model
             .input_fact(0)?
@@ -82,12 +68,10 @@ fn main() -> TractResult<()> {
             .iter()
             .map(|d| d.to_usize().map_err(|e| anyhow!("{e:?}")))
             .collect::<TractResult<_>>()?;
-        if std::env::var("FACEGATE_DUMP").is_ok() {
+        if std::env::var("FACEGATE_PLAN_DUMP").is_ok() {
             for node in model.nodes() {
-                let n = node.op().name();
-                if n.contains("MatMul") || n.contains("Depth") {
-                    println!("{} {} {:?} -> {:?}", node.name, n, node.op().info().unwrap_or_default(), model.outlet_fact(node.id.into())?.shape);
-                }
+                let (op, info) = (node.op().name(), node.op().info().unwrap_or_default());
+                println!("{} {op} {info:?} -> {:?}", node.name, model.outlet_fact(node.id.into())?.shape);
             }
         }
         let plan = TypedSimplePlan::new(model)?;
@@ -120,7 +104,7 @@ fn main() -> TractResult<()> {
             state.run_plan_with_eval(input()?, |ctx, st, node, inputs| {
                 let t = Instant::now();
                 let out = eval(ctx, st, node, inputs);
-                if std::env::var("FACEGATE_NODES").is_ok() && run == RUNS - 1 {
+                if per_node && run == RUNS - 1 {
                     eprintln!("node {:>8.3} ms {} {}", 1e3 * t.elapsed().as_secs_f64(), node.name, op_label(node));
                 }
                 let e = per_op.entry(op_label(node)).or_insert((0, 0.0));

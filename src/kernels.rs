@@ -88,9 +88,11 @@ fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
     let Some(shape) = x.shape.as_concrete() else {
         return Ok(None);
     };
-    // Declutter drops a batch axis of 1: the convolution is then CHW.
+    // Declutter drops a batch axis of 1: the convolution is then CHW (or HWC). Models fed
+    // channel-last images (MobileFaceNet, FaceRes) keep their first layers NHWC.
     let (channels, height, width) = match (conv.pool_spec.data_format, shape) {
         (DataFormat::NCHW, &[1, c, h, w]) | (DataFormat::CHW, &[c, h, w]) => (c, h, w),
+        (DataFormat::NHWC, &[1, h, w, c]) | (DataFormat::HWC, &[h, w, c]) => (c, h, w),
         _ => return Ok(None),
     };
     let ps = &conv.pool_spec;
@@ -116,8 +118,10 @@ fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
         return Ok(None);
     }
     let padded = ps.computed_padding(&[height, width]);
+    let format = conv.pool_spec.data_format;
     let op = Depthwise {
-        batch_axis: conv.pool_spec.data_format == DataFormat::NCHW,
+        batch_axis: matches!(format, DataFormat::NCHW | DataFormat::NHWC),
+        channels_last: matches!(format, DataFormat::NHWC | DataFormat::HWC),
         channels,
         input: [height, width],
         output: [padded[0].convoluted, padded[1].convoluted],
@@ -138,8 +142,10 @@ fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
 /// every channel). Taps outside the input add nothing (zero padding).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Depthwise {
-    /// NCHW with a batch of 1 (`[1, C, H, W]`) rather than CHW.
+    /// With a batch axis of 1 (`[1, C, H, W]` or `[1, H, W, C]`).
     pub batch_axis: bool,
+    /// Channels last (`[H, W, C]`) rather than planes (`[C, H, W]`).
+    pub channels_last: bool,
     pub channels: usize,
     /// Input `[height, width]`.
     pub input: [usize; 2],
@@ -160,11 +166,11 @@ pub struct Depthwise {
 impl Depthwise {
     /// The tensor shape of a `[height, width]` plane stack in this op's layout.
     fn shape(&self, [h, w]: [usize; 2]) -> TVec<usize> {
+        let mut shape = if self.channels_last { tvec![h, w, self.channels] } else { tvec![self.channels, h, w] };
         if self.batch_axis {
-            tvec![1, self.channels, h, w]
-        } else {
-            tvec![self.channels, h, w]
+            shape.insert(0, 1);
         }
+        shape
     }
 }
 
@@ -228,6 +234,15 @@ impl TypedOp for Depthwise {
 
 /// Computes `op` into `out` (`[C, oh, ow]`, any content), with the widest code this CPU runs.
 pub fn run(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
+    if op.channels_last {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU was just checked for AVX2, the only feature enabled there.
+            unsafe { run_channels_last_avx2(op, x, kernel, bias, out) };
+            return;
+        }
+        return run_channels_last(op, x, kernel, bias, out);
+    }
     // AVX-512 (the same code compiled for it) was measured no faster: these loops are bound by
     // memory, not by vector width.
     #[cfg(target_arch = "x86_64")]
@@ -426,6 +441,50 @@ fn same3x3_inner_rows(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: us
             out[y * w + col] = point3x3(x, taps, bias, [h, w], 1, [y, col]);
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_channels_last_avx2(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
+    run_channels_last(op, x, kernel, bias, out)
+}
+
+/// Channels last (`[H, W, C]`): every output pixel is a run of `C` values, each tap adds a run
+/// of `C` products, vectorised across channels. The kernel is first turned tap-major.
+#[inline(always)]
+fn run_channels_last(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &mut [f32]) {
+    let c = op.channels;
+    let [h, w] = op.input;
+    let [_, ow] = op.output;
+    let [kh, kw] = op.kernel;
+    let taps = kh * kw;
+    let mut by_tap = vec![0f32; taps * c];
+    for ch in 0..c {
+        for t in 0..taps {
+            by_tap[t * c + ch] = kernel[ch * taps + t];
+        }
+    }
+    let bias: Vec<f32> = if bias.len() == 1 { vec![bias[0]; c] } else { bias.to_vec() };
+    for (i, o) in out.chunks_exact_mut(c).enumerate() {
+        let (oy, ox) = (i / ow, i % ow);
+        o.copy_from_slice(&bias);
+        for ky in 0..kh {
+            let Some(iy) = (oy * op.stride[0] + ky).checked_sub(op.pad[0]).filter(|&iy| iy < h) else {
+                continue;
+            };
+            for kx in 0..kw {
+                let Some(ix) = (ox * op.stride[1] + kx).checked_sub(op.pad[1]).filter(|&ix| ix < w) else {
+                    continue;
+                };
+                let input = &x[(iy * w + ix) * c..][..c];
+                let tap = &by_tap[(ky * kw + kx) * c..][..c];
+                for ((o, v), t) in o.iter_mut().zip(input).zip(tap) {
+                    *o += t * v;
+                }
+            }
+        }
+    }
+    clamp_plane(out, op.lo, op.hi);
 }
 
 /// The run of an input row that kernel column `kx` reads, and the shift from output column to
@@ -1073,6 +1132,7 @@ mod tests {
             };
             let op = Depthwise {
                 batch_axis: true,
+                channels_last: false,
                 channels,
                 input: [h, w],
                 output,
@@ -1093,6 +1153,16 @@ mod tests {
             for (j, ((g, p), r)) in got.iter().zip(&portable).zip(&want).enumerate() {
                 assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "case {i} point {j}: {g} vs {r}");
                 assert_eq!(g, p, "case {i} point {j}: dispatched and portable code differ");
+            }
+            // The same convolution channels last: [C, H, W] -> [H, W, C] in and out.
+            let to_last = |planes: &[f32], [h, w]: [usize; 2]| -> Vec<f32> {
+                (0..h * w * channels).map(|k| planes[(k % channels) * h * w + k / channels]).collect()
+            };
+            let last = Depthwise { channels_last: true, ..op.clone() };
+            let mut got = vec![f32::NAN; want.len()];
+            run(&last, &to_last(&x, [h, w]), &kernel, &bias, &mut got);
+            for (j, (g, r)) in got.iter().zip(&to_last(&want, output)).enumerate() {
+                assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "case {i} channels last, point {j}: {g} vs {r}");
             }
         }
     }
