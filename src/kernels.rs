@@ -28,10 +28,18 @@ pub fn substitute_depthwise(model: &mut TypedModel) -> TractResult<usize> {
         let Some(mut op) = substitutable(model, node, conv)? else {
             continue;
         };
-        let (chain, [lo, hi]) = clamp_chain(model, id)?;
+        let (mut chain, [lo, hi]) = clamp_chain(model, id)?;
         (op.lo, op.hi) = (lo.to_bits(), hi.to_bits());
+        let from_end = if op.channels_last { 1 } else { 3 };
+        let prelu = if chain.is_empty() { prelu_after(model, id, op.channels, from_end) } else { None };
         let mut patch = TypedModelPatch::default();
-        let inputs = patch.taps(model, &node.inputs)?;
+        let mut inputs = patch.taps(model, &node.inputs)?;
+        if let Some((nodes, alpha)) = prelu {
+            op.prelu = true;
+            chain.extend(nodes);
+            let alpha = Tensor::from_shape(&[alpha.len()], &alpha)?;
+            inputs.push(patch.add_const(format!("{}.prelu_alpha", node.name), alpha.into_arc_tensor())?);
+        }
         let y = patch.wire_node(&node.name, op, &inputs)?;
         patch.shunt_outside(model, chain.last().copied().unwrap_or(id).into(), y[0])?;
         patch.apply(model)?;
@@ -130,6 +138,7 @@ fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
         pad: [padded[0].pad_before, padded[1].pad_before],
         lo: f32::NEG_INFINITY.to_bits(),
         hi: f32::INFINITY.to_bits(),
+        prelu: false,
     };
     if op.output.contains(&0) {
         return Ok(None);
@@ -161,6 +170,8 @@ pub struct Depthwise {
     /// ReLU or ReLU6 that followed the convolution in the graph.
     pub lo: u32,
     pub hi: u32,
+    /// A PReLU follows (`y + alpha[c] · min(y, 0)`, alpha the fourth input, one per channel).
+    pub prelu: bool,
 }
 
 impl Depthwise {
@@ -203,7 +214,9 @@ impl Op for Depthwise {
 impl EvalOp for Depthwise {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 3 + usize::from(self.prelu));
+        let alpha = if self.prelu { inputs.pop() } else { None };
         let (x, kernel, bias) = args_3!(inputs);
         ensure!(x.shape() == &self.shape(self.input)[..], "depthwise input is {:?}", x.shape());
         let (x, kernel, bias) = (x.try_as_plain_ram()?, kernel.try_as_plain_ram()?, bias.try_as_plain_ram()?);
@@ -213,14 +226,22 @@ impl EvalOp for Depthwise {
         // SAFETY: f32 has no invalid bit patterns, and `run` writes every output element (each
         // output row is filled with its bias before the taps are added).
         let mut out = unsafe { Tensor::uninitialized::<f32>(&self.shape(self.output))? };
-        run(self, x, kernel, bias, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+        let mut view = out.try_as_plain_ram_mut()?;
+        let out_values = view.as_slice_mut::<f32>()?;
+        run(self, x, kernel, bias, out_values);
+        if let Some(alpha) = alpha {
+            let alpha = alpha.try_as_plain_ram()?;
+            let alpha = alpha.as_slice::<f32>()?;
+            ensure!(alpha.len() == self.channels);
+            prelu(out_values, alpha, self.channels_last);
+        }
         Ok(tvec!(out.into_tvalue()))
     }
 }
 
 impl TypedOp for Depthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 3);
+        ensure!(inputs.len() == 3 + usize::from(self.prelu));
         Ok(tvec!(f32::fact(self.shape(self.output))))
     }
 
@@ -336,6 +357,24 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
             }
         }
         clamp_plane(oc, op.lo, op.hi);
+    }
+}
+
+/// PReLU in place, `v + alpha[c] · min(v, 0)`, over `[C, …]` planes or channel-last pixels.
+fn prelu(values: &mut [f32], alpha: &[f32], channels_last: bool) {
+    if channels_last {
+        for pixel in values.chunks_exact_mut(alpha.len()) {
+            for (v, a) in pixel.iter_mut().zip(alpha) {
+                *v += a * v.min(0.0);
+            }
+        }
+    } else {
+        let plane = values.len() / alpha.len().max(1);
+        for (p, a) in values.chunks_exact_mut(plane.max(1)).zip(alpha) {
+            for v in p.iter_mut() {
+                *v += a * v.min(0.0);
+            }
+        }
     }
 }
 
@@ -557,6 +596,9 @@ pub fn substitute_pointwise(model: &mut TypedModel) -> TractResult<usize> {
         let bias = patch.add_const(format!("{name}.bias_per_channel"), wires.bias.into_arc_tensor())?;
         let mut inputs = tvec![taps[0], packed, bias];
         inputs.extend(taps.iter().skip(1).copied());
+        if let Some(alpha) = wires.alpha {
+            inputs.push(patch.add_const(format!("{name}.prelu_alpha"), alpha.into_arc_tensor())?);
+        }
         let y = patch.wire_node(format!("{name}.pointwise"), op, &inputs)?;
         patch.shunt_outside(model, last.into(), y[0])?;
         patch.apply(model)?;
@@ -586,6 +628,7 @@ struct PointwiseWires {
     activations: TVec<OutletId>,
     packed: Tensor,
     bias: Tensor,
+    alpha: Option<Tensor>,
 }
 
 /// The uniform f32 value of a constant wire, if it is one.
@@ -598,6 +641,57 @@ fn uniform_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
     let values = view.as_slice::<f32>().ok()?;
     let first = *values.first()?;
     values.iter().all(|v| v.to_bits() == first.to_bits()).then_some(first)
+}
+
+/// A constant holding one value per channel (`channels` of them on the axis `from_end` places
+/// from the last, every other axis 1), or one value for all: the per-channel values.
+fn per_channel(model: &TypedModel, outlet: OutletId, channels: usize, from_end: usize) -> Option<Vec<f32>> {
+    let k = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    if k.datum_type() != f32::datum_type() {
+        return None;
+    }
+    let view = k.try_as_plain_ram().ok()?;
+    let values = view.as_slice::<f32>().ok()?;
+    let shape = k.shape();
+    if values.len() == 1 {
+        return Some(vec![values[0]; channels]);
+    }
+    let axis = shape.len().checked_sub(from_end)?;
+    (values.len() == channels && shape[axis] == channels).then(|| values.to_vec())
+}
+
+/// A PReLU as the TensorFlow exports write it, on node `id`'s output `y`:
+/// `y + alpha · min(y, 0)` as `Min(y, 0)`, `Mul(·, alpha)`, `Add(y, ·)`, where `y` feeds only
+/// the `Min` and the `Add`, and `alpha` is a per-channel constant (channel axis `from_end`
+/// places from the last). The three nodes and the per-channel `alpha`.
+fn prelu_after(model: &TypedModel, id: usize, channels: usize, from_end: usize) -> Option<([usize; 3], Vec<f32>)> {
+    use tract_core::ops::binary::TypedBinOp;
+    use tract_core::ops::math::{Add, Min, Mul};
+    let node = model.node(id);
+    if node.outputs.len() != 1 || model.output_outlets().ok()?.iter().any(|o| o.node == id) {
+        return None;
+    }
+    let succ = &node.outputs[0].successors;
+    if succ.len() != 2 {
+        return None;
+    }
+    let is = |n: usize, f: fn(&TypedBinOp) -> bool| model.node(n).op_as::<TypedBinOp>().is_some_and(f);
+    let (min, add) = if is(succ[0].node, |b| b.0.is::<Min>()) { (succ[0], succ[1]) } else { (succ[1], succ[0]) };
+    if !is(min.node, |b| b.0.is::<Min>()) || !is(add.node, |b| b.0.is::<Add>()) {
+        return None;
+    }
+    if uniform_const(model, model.node(min.node).inputs[1 - min.slot]) != Some(0.0) {
+        return None;
+    }
+    let (mul, mul_slot) = sole_successor(model, min.node)?;
+    if !is(mul, |b| b.0.is::<Mul>()) {
+        return None;
+    }
+    let alpha = per_channel(model, model.node(mul).inputs[1 - mul_slot], channels, from_end)?;
+    let (after_mul, _) = sole_successor(model, mul)?;
+    let shape = &model.outlet_fact(OutletId::new(id, 0)).ok()?.shape;
+    (after_mul == add.node && &model.outlet_fact(OutletId::new(add.node, 0)).ok()?.shape == shape)
+        .then_some(([min.node, mul, add.node], alpha))
 }
 
 /// The node's only successor, when its single output feeds exactly one input and is not a
@@ -688,7 +782,18 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
     let mut at = id;
     let mut stage = 0; // 0: bias may come, 1: residual may come, 2: clamps may come
-    while let Some((next, slot)) = sole_successor(model, at) {
+    let mut alpha: Option<Vec<f32>> = None;
+    loop {
+        let Some((next, slot)) = sole_successor(model, at) else {
+            // Two consumers: a PReLU, after the bias and before any clamp.
+            if stage <= 1 && lo == f32::NEG_INFINITY && hi == f32::INFINITY {
+                if let Some((nodes, a)) = prelu_after(model, at, co, 3) {
+                    chain.extend(nodes);
+                    alpha = Some(a);
+                }
+            }
+            break;
+        };
         let n = model.node(next);
         let Some(bin) = n.op_as::<TypedBinOp>() else {
             break;
@@ -745,14 +850,23 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     let weights = w.konst.clone().unwrap();
     let weights = weights.try_as_plain_ram()?;
     let packed = pack_pointwise_weights(weights.as_slice::<f32>()?, co, ci);
-    let op =
-        Pointwise { batch_axis, ci, co, hw: [h, wd], residual: residual.is_some(), lo: lo.to_bits(), hi: hi.to_bits() };
+    let op = Pointwise {
+        batch_axis,
+        ci,
+        co,
+        hw: [h, wd],
+        residual: residual.is_some(),
+        lo: lo.to_bits(),
+        hi: hi.to_bits(),
+        prelu: alpha.is_some(),
+    };
     let mut activations = tvec![node.inputs[x_slot]];
     activations.extend(residual);
     let wires = PointwiseWires {
         activations,
         packed: Tensor::from_shape(&[packed.len()], &packed)?,
         bias: Tensor::from_shape(&[co], &bias)?,
+        alpha: alpha.map(|a| Tensor::from_shape(&[co], &a)).transpose()?,
     };
     Ok(Some((op, chain, wires)))
 }
@@ -788,9 +902,16 @@ pub struct Pointwise {
     pub residual: bool,
     pub lo: u32,
     pub hi: u32,
+    /// A PReLU follows (`y + alpha[o] · min(y, 0)`; alpha the last input, one per channel).
+    pub prelu: bool,
 }
 
 impl Pointwise {
+    /// Activation, packed weights, bias, then the residual and the PReLU's alpha if any.
+    fn input_count(&self) -> usize {
+        3 + usize::from(self.residual) + usize::from(self.prelu)
+    }
+
     /// The shape of a `channels`-deep activation in this op's layout.
     fn shape(&self, channels: usize) -> TVec<usize> {
         let [h, w] = self.hw;
@@ -809,11 +930,12 @@ impl Op for Pointwise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} -> {} ch {:?}{} clamp [{}, {}]",
+            "{} -> {} ch {:?}{}{} clamp [{}, {}]",
             self.ci,
             self.co,
             self.hw,
             if self.residual { " + residual" } else { "" },
+            if self.prelu { " prelu" } else { "" },
             f32::from_bits(self.lo),
             f32::from_bits(self.hi)
         )])
@@ -830,7 +952,7 @@ impl EvalOp for Pointwise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == 3 + usize::from(self.residual));
+        ensure!(inputs.len() == self.input_count());
         let [h, w] = self.hw;
         ensure!(inputs[0].shape() == &*self.shape(self.ci), "pointwise input is {:?}", inputs[0].shape());
         let views: TVec<_> = inputs.iter().map(|t| t.try_as_plain_ram()).collect::<TractResult<_>>()?;
@@ -844,14 +966,20 @@ impl EvalOp for Pointwise {
         // SAFETY: f32 has no invalid bit patterns, and the kernel writes every output element.
         let mut out = unsafe { Tensor::uninitialized::<f32>(&self.shape(self.co))? };
         let mut view = out.try_as_plain_ram_mut()?;
-        pointwise(self, x, packed, bias, residual, view.as_slice_mut::<f32>()?)?;
+        let out_values = view.as_slice_mut::<f32>()?;
+        pointwise(self, x, packed, bias, residual, out_values)?;
+        if self.prelu {
+            let alpha = views[views.len() - 1].as_slice::<f32>()?;
+            ensure!(alpha.len() == self.co);
+            prelu(out_values, alpha, false);
+        }
         Ok(tvec!(out.into_tvalue()))
     }
 }
 
 impl TypedOp for Pointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 3 + usize::from(self.residual));
+        ensure!(inputs.len() == self.input_count());
         Ok(tvec!(f32::fact(self.shape(self.co))))
     }
 
@@ -1141,6 +1269,7 @@ mod tests {
                 pad,
                 lo: f32::to_bits(lo),
                 hi: f32::to_bits(hi),
+                prelu: false,
             };
             let x = values(channels * h * w, i as f32);
             let kernel = values(channels * kh * kw, 10.0 + i as f32);
@@ -1211,6 +1340,7 @@ mod tests {
                 residual: has_residual,
                 lo: lo.to_bits(),
                 hi: hi.to_bits(),
+                prelu: false,
             };
             let x = values(ci * h * w, n as f32);
             let weights = values(co * ci, 30.0 + n as f32);
@@ -1281,6 +1411,70 @@ mod tests {
         assert_eq!(fused.len(), 2, "both 1x1 convolutions replaced");
         assert!(fused.iter().any(|p| p.residual && f32::from_bits(p.lo) == 0.0 && f32::from_bits(p.hi) == 0.5));
         assert!(!ours.nodes().iter().any(|n| ["Max", "Min", "Add"].contains(&&*n.op().name())), "tail fused");
+        let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
+        let (theirs, ours) = (theirs[0].to_plain_array_view::<f32>()?, ours[0].to_plain_array_view::<f32>()?);
+        for (t, o) in theirs.iter().zip(ours.iter()) {
+            assert!((t - o).abs() <= 1e-5 * (1.0 + t.abs()), "{o} vs tract's {t}");
+        }
+        Ok(())
+    }
+
+    /// A depthwise and a 1×1 convolution, each followed by a PReLU written as MobileFaceNet's
+    /// export writes it (`y + alpha · min(y, 0)`): both folded, same outputs as tract.
+    #[test]
+    fn prelu_is_fused_into_both_kernels() -> TractResult<()> {
+        use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+        use tract_core::ops::math;
+        let (c, h, w) = (6, 10, 14);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, c, h, w]))?;
+        let prelu = |model: &mut TypedModel, name: &str, y: OutletId, seed: f32| -> TractResult<OutletId> {
+            let zero = model.add_const(format!("{name}.zero"), Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
+            let alpha =
+                model.add_const(format!("{name}.alpha"), Tensor::from_shape(&[1, c, 1, 1], &values(c, seed))?)?;
+            let neg = model.wire_node(format!("{name}.neg"), math::min(), &[y, zero])?[0];
+            let scaled = model.wire_node(format!("{name}.scaled"), math::mul(), &[neg, alpha])?[0];
+            Ok(model.wire_node(format!("{name}.add"), math::add(), &[y, scaled])?[0])
+        };
+        let conv = |model: &mut TypedModel,
+                    name: &str,
+                    input: OutletId,
+                    k: usize,
+                    group: usize|
+         -> TractResult<OutletId> {
+            let kernel = Tensor::from_shape(&[c, c / group, k, k], &values(c * c / group * k * k, k as f32))?;
+            let kernel = model.add_const(format!("{name}.k"), kernel)?;
+            let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[c], &values(c, 2.0))?)?;
+            let op = Conv {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec![k, k],
+                    padding: if k == 3 { PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]) } else { PaddingSpec::Valid },
+                    dilations: None,
+                    strides: None,
+                    input_channels: c,
+                    output_channels: c,
+                },
+                kernel_fmt: KernelFormat::OIHW,
+                group,
+                q_params: None,
+            };
+            Ok(model.wire_node(name, op, &[input, kernel, b])?[0])
+        };
+        let y = conv(&mut model, "dw", x, 3, c)?;
+        let y = prelu(&mut model, "dw.prelu", y, 7.0)?;
+        let y = conv(&mut model, "pw", y, 1, 1)?;
+        let y = prelu(&mut model, "pw.prelu", y, 8.0)?;
+        model.select_output_outlets(&[y])?;
+        let input = Tensor::from_shape(&[1, c, h, w], &values(c * h * w, 5.0))?;
+        let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
+        let ours = crate::model::optimize(model)?;
+        assert!(ours.nodes().iter().any(|n| n.op_as::<Depthwise>().is_some_and(|d| d.prelu)));
+        if pointwise_kernel_available() {
+            assert!(ours.nodes().iter().any(|n| n.op_as::<Pointwise>().is_some_and(|p| p.prelu)));
+            let names: Vec<_> = ours.nodes().iter().map(|n| n.op().name()).collect();
+            assert!(!names.iter().any(|n| ["Min", "Mul", "Add"].iter().any(|o| n.contains(o))), "not fused: {names:?}");
+        }
         let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
         let (theirs, ours) = (theirs[0].to_plain_array_view::<f32>()?, ours[0].to_plain_array_view::<f32>()?);
         for (t, o) in theirs.iter().zip(ours.iter()) {
