@@ -737,39 +737,48 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     let (Some(xs), Some(ws), Some(ys)) = (x.shape.as_concrete(), w.shape.as_concrete(), y.shape.as_concrete()) else {
         return Ok(None);
     };
-    // Declutter usually drops the batch axis of 1 ([Ci, H, W]); where it stays, [1, Ci, H, W].
-    let batch_axis = xs.len() == 4;
-    let (&[ci, h, wd], &[co, ci2], &[co2, h2, w2]) = (
-        if batch_axis && xs[0] == 1 { &xs[1..] } else { xs },
-        ws,
-        if batch_axis && ys.len() == 4 && ys[0] == 1 { &ys[1..] } else { ys },
-    ) else {
+    // The layouts, read off the axes: x is [Ci, H, W] or [H, W, Ci] (channel-last models'
+    // first layers), either with a batch axis of 1 in front, and y is [Co, H, W], or
+    // [1, Co, H, W]. Then every axis must be where out[o, h, w] = Σ_i w[o, i] · x[i, h, w] has it.
+    let axes: Vec<_> = einsum.axes.iter_all_axes().collect();
+    if ws.len() != 2 || !(3..=4).contains(&xs.len()) || !(3..=4).contains(&ys.len()) {
+        return Ok(None);
+    }
+    let (x_batch, y_batch) = (xs.len() == 4, ys.len() == 4);
+    let (xb, yb) = (usize::from(x_batch), usize::from(y_batch));
+    let Some(k_axis) = axes.iter().find(|a| a.inputs.len() == 2 && a.inputs[w_slot][..] == [1]) else {
         return Ok(None);
     };
+    let x_channels_last = k_axis.inputs[x_slot][..] == [xb + 2];
+    let (xk, xh, xw) = if x_channels_last { (xb + 2, xb, xb + 1) } else { (xb, xb + 1, xb + 2) };
+    let (ci, h, wd, co) = (xs[xk], xs[xh], xs[xw], ws[0]);
     if x.datum_type != f32::datum_type()
         || w.datum_type != f32::datum_type()
-        || ci != ci2
-        || co != co2
-        || (h, wd) != (h2, w2)
+        || ws[1] != ci
+        || ys[yb..] != [co, h, wd]
+        || (x_batch && xs[0] != 1)
+        || (y_batch && ys[0] != 1)
         || h * wd < 16
     {
         return Ok(None);
     }
-    // The axes must be exactly out[(n,) o, h, w] = Σ_i w[o, i] · x[(n,) i, h, w].
-    let expected: &[(&[usize], &[usize], &[usize])] = if batch_axis {
-        &[(&[0], &[], &[0]), (&[1], &[1], &[]), (&[], &[0], &[1]), (&[2], &[], &[2]), (&[3], &[], &[3])]
-    } else {
-        &[(&[0], &[1], &[]), (&[], &[0], &[0]), (&[1], &[], &[1]), (&[2], &[], &[2])]
-    };
-    let axes: Vec<_> = einsum.axes.iter_all_axes().collect();
+    let mut expected: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> = vec![
+        (vec![xk], vec![1], vec![]),
+        (vec![], vec![0], vec![yb]),
+        (vec![xh], vec![], vec![yb + 1]),
+        (vec![xw], vec![], vec![yb + 2]),
+    ];
+    if x_batch || y_batch {
+        expected.push((if x_batch { vec![0] } else { vec![] }, vec![], if y_batch { vec![0] } else { vec![] }));
+    }
     if axes.len() != expected.len()
         || !expected.iter().all(|(xa, wa, ya)| {
             axes.iter().any(|a| {
                 a.inputs.len() == 2
                     && a.outputs.len() == 1
-                    && &a.inputs[x_slot][..] == *xa
-                    && &a.inputs[w_slot][..] == *wa
-                    && &a.outputs[0][..] == *ya
+                    && a.inputs[x_slot][..] == xa[..]
+                    && a.inputs[w_slot][..] == wa[..]
+                    && a.outputs[0][..] == ya[..]
             })
         })
     {
@@ -804,19 +813,11 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
         let other = n.inputs[1 - slot];
         let other_fact = model.outlet_fact(other)?;
         if bin.0.is::<Add>() && stage == 0 && other_fact.konst.is_some() {
-            // A per-channel bias is [Co, 1, 1] ([1, Co, 1, 1] with the batch axis), or one value.
-            let k = other_fact.konst.clone().unwrap();
-            let view = k.try_as_plain_ram()?;
-            let Ok(values) = view.as_slice::<f32>() else {
+            // A per-channel bias, [Co, 1, 1] (or [1, Co, 1, 1]), or one value.
+            let Some(values) = per_channel(model, other, co, 3) else {
                 break;
             };
-            if k.shape() == [co, 1, 1] || k.shape() == [1, co, 1, 1] && batch_axis {
-                bias.copy_from_slice(values);
-            } else if values.len() == 1 {
-                bias.fill(values[0]);
-            } else {
-                break;
-            }
+            bias = values;
             stage = 1;
         } else if bin.0.is::<Add>()
             && stage <= 1
@@ -851,7 +852,9 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     let weights = weights.try_as_plain_ram()?;
     let packed = pack_pointwise_weights(weights.as_slice::<f32>()?, co, ci);
     let op = Pointwise {
-        batch_axis,
+        x_batch,
+        x_channels_last,
+        y_batch,
         ci,
         co,
         hw: [h, wd],
@@ -894,8 +897,12 @@ fn pack_pointwise_weights(w: &[f32], co: usize, ci: usize) -> Vec<f32> {
 /// activation, the weights packed by `pack_pointwise_weights`, the `[Co]` bias, the residual.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pointwise {
-    /// `[1, C, H, W]` tensors rather than `[C, H, W]`.
-    pub batch_axis: bool,
+    /// The input has a batch axis of 1 in front.
+    pub x_batch: bool,
+    /// The input is `[H, W, Ci]` rather than `[Ci, H, W]`.
+    pub x_channels_last: bool,
+    /// The output is `[1, Co, H, W]` rather than `[Co, H, W]`.
+    pub y_batch: bool,
     pub ci: usize,
     pub co: usize,
     pub hw: [usize; 2],
@@ -912,13 +919,21 @@ impl Pointwise {
         3 + usize::from(self.residual) + usize::from(self.prelu)
     }
 
-    /// The shape of a `channels`-deep activation in this op's layout.
-    fn shape(&self, channels: usize) -> TVec<usize> {
+    fn input_shape(&self) -> TVec<usize> {
         let [h, w] = self.hw;
-        if self.batch_axis {
-            tvec![1, channels, h, w]
+        let mut shape = if self.x_channels_last { tvec![h, w, self.ci] } else { tvec![self.ci, h, w] };
+        if self.x_batch {
+            shape.insert(0, 1);
+        }
+        shape
+    }
+
+    fn output_shape(&self) -> TVec<usize> {
+        let [h, w] = self.hw;
+        if self.y_batch {
+            tvec![1, self.co, h, w]
         } else {
-            tvec![channels, h, w]
+            tvec![self.co, h, w]
         }
     }
 }
@@ -954,7 +969,7 @@ impl EvalOp for Pointwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == self.input_count());
         let [h, w] = self.hw;
-        ensure!(inputs[0].shape() == &*self.shape(self.ci), "pointwise input is {:?}", inputs[0].shape());
+        ensure!(inputs[0].shape() == &*self.input_shape(), "pointwise input is {:?}", inputs[0].shape());
         let views: TVec<_> = inputs.iter().map(|t| t.try_as_plain_ram()).collect::<TractResult<_>>()?;
         let x = views[0].as_slice::<f32>()?;
         let packed = views[1].as_slice::<f32>()?;
@@ -964,7 +979,7 @@ impl EvalOp for Pointwise {
         ensure!(bias.len() == self.co);
         ensure!(residual.is_none_or(|r| r.len() == self.co * h * w));
         // SAFETY: f32 has no invalid bit patterns, and the kernel writes every output element.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.shape(self.co))? };
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.output_shape())? };
         let mut view = out.try_as_plain_ram_mut()?;
         let out_values = view.as_slice_mut::<f32>()?;
         pointwise(self, x, packed, bias, residual, out_values)?;
@@ -980,7 +995,7 @@ impl EvalOp for Pointwise {
 impl TypedOp for Pointwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == self.input_count());
-        Ok(tvec!(f32::fact(self.shape(self.co))))
+        Ok(tvec!(f32::fact(self.output_shape())))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -1048,14 +1063,24 @@ unsafe fn pointwise_avx2(
         let mut p0 = 0;
         while p0 < p {
             let cols = NR.min(p - p0);
-            for i in 0..ci {
-                let src = x.as_ptr().add(i * p + p0);
-                let dst = panel.as_mut_ptr().add(i * NR);
-                if cols == NR {
-                    _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
-                    _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
-                } else {
-                    std::ptr::copy_nonoverlapping(src, dst, cols);
+            if op.x_channels_last {
+                // [P, Ci] in: transpose the block's pixels into the panel.
+                for j in 0..cols {
+                    let src = x.as_ptr().add((p0 + j) * ci);
+                    for i in 0..ci {
+                        *panel.as_mut_ptr().add(i * NR + j) = *src.add(i);
+                    }
+                }
+            } else {
+                for i in 0..ci {
+                    let src = x.as_ptr().add(i * p + p0);
+                    let dst = panel.as_mut_ptr().add(i * NR);
+                    if cols == NR {
+                        _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+                        _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
+                    } else {
+                        std::ptr::copy_nonoverlapping(src, dst, cols);
+                    }
                 }
             }
             for block in 0..co.div_ceil(MR) {
@@ -1134,14 +1159,23 @@ unsafe fn pointwise_avx512(
         let mut p0 = 0;
         while p0 < p {
             let cols = NR.min(p - p0);
-            for i in 0..ci {
-                let src = x.as_ptr().add(i * p + p0);
-                let dst = panel.as_mut_ptr().add(i * NR);
-                if cols == NR {
-                    _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
-                    _mm512_storeu_ps(dst.add(16), _mm512_loadu_ps(src.add(16)));
-                } else {
-                    std::ptr::copy_nonoverlapping(src, dst, cols);
+            if op.x_channels_last {
+                for j in 0..cols {
+                    let src = x.as_ptr().add((p0 + j) * ci);
+                    for i in 0..ci {
+                        *panel.as_mut_ptr().add(i * NR + j) = *src.add(i);
+                    }
+                }
+            } else {
+                for i in 0..ci {
+                    let src = x.as_ptr().add(i * p + p0);
+                    let dst = panel.as_mut_ptr().add(i * NR);
+                    if cols == NR {
+                        _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+                        _mm512_storeu_ps(dst.add(16), _mm512_loadu_ps(src.add(16)));
+                    } else {
+                        std::ptr::copy_nonoverlapping(src, dst, cols);
+                    }
                 }
             }
             for block in 0..co.div_ceil(MR) {
@@ -1297,6 +1331,7 @@ mod tests {
     }
 
     /// Textbook 1×1 convolution with the fused tail.
+    #[cfg(target_arch = "x86_64")]
     fn pointwise_reference(op: &Pointwise, x: &[f32], w: &[f32], bias: &[f32], residual: Option<&[f32]>) -> Vec<f32> {
         let p = op.hw[0] * op.hw[1];
         let mut out = vec![0f32; op.co * p];
@@ -1314,6 +1349,8 @@ mod tests {
         out
     }
 
+    /// x86_64 only: elsewhere `FacegatePointwise` is never substituted.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn pointwise_matches_reference() {
         if !pointwise_kernel_available() {
@@ -1333,7 +1370,9 @@ mod tests {
         for (n, &(ci, co, h, w, has_residual, clamp)) in cases.iter().enumerate() {
             let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
             let op = Pointwise {
-                batch_axis: false,
+                x_batch: false,
+                x_channels_last: false,
+                y_batch: false,
                 ci,
                 co,
                 hw: [h, w],
@@ -1353,19 +1392,37 @@ mod tests {
             // The AVX2 kernel too, where the dispatch above took the AVX-512 one.
             let mut avx2 = vec![f32::NAN; want.len()];
             // SAFETY: `pointwise_kernel_available` checked AVX2 and FMA; sizes as the op says.
-            #[cfg(target_arch = "x86_64")]
             unsafe {
                 pointwise_avx2(&op, &x, &packed, &bias, residual.as_deref(), &mut avx2)
             };
-            for (j, ((g, a), r)) in got.iter().zip(&avx2).zip(&want).enumerate() {
-                assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()) * ci as f32, "case {n} point {j}: {g} vs {r}");
-                assert!((a - r).abs() <= 1e-5 * (1.0 + r.abs()) * ci as f32, "case {n} point {j}: AVX2 {a} vs {r}");
+            // And the input channels last ([H, W, Ci]), through both kernels.
+            let p = h * w;
+            let x_last: Vec<f32> = (0..p * ci).map(|k| x[(k % ci) * p + k / ci]).collect();
+            let last = Pointwise { x_channels_last: true, ..op.clone() };
+            let mut got_last = vec![f32::NAN; want.len()];
+            pointwise(&last, &x_last, &packed, &bias, residual.as_deref(), &mut got_last).unwrap();
+            let mut avx2_last = vec![f32::NAN; want.len()];
+            // SAFETY: as above.
+            unsafe {
+                pointwise_avx2(&last, &x_last, &packed, &bias, residual.as_deref(), &mut avx2_last)
+            };
+            for (j, r) in want.iter().enumerate() {
+                let tolerance = 1e-5 * (1.0 + r.abs()) * ci as f32;
+                for (what, v) in [
+                    ("", got[j]),
+                    ("AVX2 ", avx2[j]),
+                    ("channels last ", got_last[j]),
+                    ("AVX2 channels last ", avx2_last[j]),
+                ] {
+                    assert!((v - r).abs() <= tolerance, "case {n} point {j}: {what}{v} vs {r}");
+                }
             }
         }
     }
 
     /// A 1×1 convolution with bias, a residual and a clamp to [0, 0.5] after it, as tract declutters it
     /// (`EinSum`, `Add`, `Add`, `Max`, `Min`): one `FacegatePointwise`, same outputs as tract.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn pointwise_substitution_fuses_the_tail_and_matches_tract() -> TractResult<()> {
         use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
