@@ -299,9 +299,16 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
         let taps = &kernel[c * kh * kw..][..kh * kw];
         let b = if bias.len() == 1 { bias[0] } else { bias[c] };
         let oc = &mut out[c * oh * ow..][..oh * ow];
-        // A 3×3, stride 2, padding 1 on even sizes: one flat pass over four planes.
-        if [kh, kw, sh, sw, ph, pw] == [3, 3, 2, 2, 1, 1] && h % 2 == 0 && w % 2 == 0 && [oh, ow] == [h / 2, w / 2] {
-            halve3x3(xc, oc, taps, b, h, w, &mut planes);
+        // A 3×3, stride 2, padding 1 or 0 before (TensorFlow's SAME pads after only) on even
+        // sizes: one flat pass over four planes.
+        if [kh, kw, sh, sw] == [3, 3, 2, 2]
+            && ph == pw
+            && ph <= 1
+            && h % 2 == 0
+            && w % 2 == 0
+            && [oh, ow] == [h / 2, w / 2]
+        {
+            halve3x3(xc, oc, taps, b, [h, w], ph, &mut planes);
             clamp_plane(oc, op.lo, op.hi);
             continue;
         }
@@ -389,15 +396,16 @@ fn clamp_plane(plane: &mut [f32], lo: u32, hi: u32) {
     }
 }
 
-/// One output point of a 3×3 convolution with padding 1 and stride `s`, straight from the
-/// `h × w` input plane: for the border points the flat passes leave.
+/// One output point of a 3×3 convolution with padding `pad` before (on both axes) and stride
+/// `s`, straight from the `h × w` input plane: for the border points the flat passes leave.
 #[inline(always)]
-fn point3x3(x: &[f32], taps: &[f32], bias: f32, [h, w]: [usize; 2], s: usize, [oy, ox]: [usize; 2]) -> f32 {
+#[allow(clippy::too_many_arguments)]
+fn point3x3(x: &[f32], taps: &[f32], bias: f32, [h, w]: [usize; 2], s: usize, pad: usize, [oy, ox]: [usize; 2]) -> f32 {
     let mut sum = bias;
     for ky in 0..3 {
-        let Some(iy) = (oy * s + ky).checked_sub(1).filter(|&iy| iy < h) else { continue };
+        let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else { continue };
         for kx in 0..3 {
-            if let Some(ix) = (ox * s + kx).checked_sub(1).filter(|&ix| ix < w) {
+            if let Some(ix) = (ox * s + kx).checked_sub(pad).filter(|&ix| ix < w) {
                 sum += taps[ky * 3 + kx] * x[iy * w + ix];
             }
         }
@@ -405,12 +413,21 @@ fn point3x3(x: &[f32], taps: &[f32], bias: f32, [h, w]: [usize; 2], s: usize, [o
     sum
 }
 
-/// A 3×3 convolution with padding 1 and stride 2 on an `h × w` plane, both even, into the
-/// `h/2 × w/2` output. The input is split once into its four (row parity, column parity)
-/// planes, each `h/2 × w/2`; output point `i` (flat) then reads every tap at a fixed offset
-/// from `i` in one of them, so the whole plane but its first row and column is one pass.
+/// A 3×3 convolution with stride 2 and padding `pad` (1, or 0: TensorFlow's SAME pads after
+/// only) before, on an `h × w` plane, both even, into the `h/2 × w/2` output. The input is
+/// split once into its four (row parity, column parity) planes, each `h/2 × w/2`; output point
+/// `i` (flat) then reads every tap at a fixed offset from `i` in one of them, so the whole
+/// plane but one row and one column is one pass; those go point by point.
 #[inline(always)]
-fn halve3x3(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: usize, w: usize, planes: &mut Vec<f32>) {
+fn halve3x3(
+    x: &[f32],
+    out: &mut [f32],
+    taps: &[f32],
+    bias: f32,
+    [h, w]: [usize; 2],
+    pad: usize,
+    planes: &mut Vec<f32>,
+) {
     let (oh, ow) = (h / 2, w / 2);
     let n = oh * ow;
     planes.resize(4 * n, 0.0);
@@ -427,17 +444,31 @@ fn halve3x3(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: usize, w: us
             (*e, *o) = (p[0], p[1]);
         }
     }
-    // Tap (ky, kx) of output (oy, ox) reads input (2oy + ky - 1, 2ox + kx - 1): rows ky = 0, 2
-    // are odd rows oy - 1 and oy, row 1 the even row oy; likewise for columns.
-    let start = ow + 1;
-    if start < n {
-        let m = n - start;
-        let (oo, oe, eo, ee) = (&*oo, &*oe, &*eo, &*ee);
-        let (a0, a1, a2) = (&oo[start - ow - 1..][..m], &oe[start - ow..][..m], &oo[start - ow..][..m]);
-        let (b0, b1, b2) = (&eo[start - 1..][..m], &ee[start..][..m], &eo[start..][..m]);
-        let (c0, c1, c2) = (&oo[start - 1..][..m], &oe[start..][..m], &oo[start..][..m]);
+    let (oo, oe, eo, ee) = (&*oo, &*oe, &*eo, &*ee);
+    // Tap (ky, kx) of output (oy, ox) reads input (2oy + ky - pad, 2ox + kx - pad).
+    // pad 1: rows ky = 0, 2 are odd rows oy - 1 and oy, row 1 the even row oy; likewise for
+    // columns. The first row and column fall outside (their reads would wrap).
+    // pad 0: rows ky = 0, 2 are even rows oy and oy + 1, row 1 the odd row oy; the last row
+    // and column fall outside.
+    let (start, end) = if pad == 1 { (ow + 1, n) } else { (0, n.saturating_sub(ow + 1)) };
+    if start < end {
+        let m = end - start;
+        let (a, b, c) = if pad == 1 {
+            (
+                [&oo[start - ow - 1..][..m], &oe[start - ow..][..m], &oo[start - ow..][..m]],
+                [&eo[start - 1..][..m], &ee[start..][..m], &eo[start..][..m]],
+                [&oo[start - 1..][..m], &oe[start..][..m], &oo[start..][..m]],
+            )
+        } else {
+            (
+                [&ee[start..][..m], &eo[start..][..m], &ee[start + 1..][..m]],
+                [&oe[start..][..m], &oo[start..][..m], &oe[start + 1..][..m]],
+                [&ee[start + ow..][..m], &eo[start + ow..][..m], &ee[start + ow + 1..][..m]],
+            )
+        };
+        let ([a0, a1, a2], [b0, b1, b2], [c0, c1, c2]) = (a, b, c);
         let [t0, t1, t2, t3, t4, t5, t6, t7, t8]: [f32; 9] = std::array::from_fn(|i| taps[i]);
-        let o = &mut out[start..n];
+        let o = &mut out[start..end];
         for i in 0..m {
             let top = t0 * a0[i] + t1 * a1[i] + t2 * a2[i];
             let mid = t3 * b0[i] + t4 * b1[i] + t5 * b2[i];
@@ -445,12 +476,14 @@ fn halve3x3(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: usize, w: us
             o[i] = bias + top + mid + bot;
         }
     }
-    // The first row, and the first column (whose flat reads wrapped round a row end).
-    for ox in 0..ow.min(n) {
-        out[ox] = point3x3(x, taps, bias, [h, w], 2, [0, ox]);
+    // The row and the column the flat pass leaves (its reads there wrapped round a row end or
+    // ran past the planes), from the input directly.
+    let (edge_row, edge_col) = if pad == 1 { (0, 0) } else { (oh - 1, ow - 1) };
+    for ox in 0..ow {
+        out[edge_row * ow + ox] = point3x3(x, taps, bias, [h, w], 2, pad, [edge_row, ox]);
     }
-    for oy in 1..oh {
-        out[oy * ow] = point3x3(x, taps, bias, [h, w], 2, [oy, 0]);
+    for oy in 0..oh {
+        out[oy * ow + edge_col] = point3x3(x, taps, bias, [h, w], 2, pad, [oy, edge_col]);
     }
 }
 
@@ -477,7 +510,7 @@ fn same3x3_inner_rows(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: us
     }
     for y in 1..h - 1 {
         for col in [0, w - 1] {
-            out[y * w + col] = point3x3(x, taps, bias, [h, w], 1, [y, col]);
+            out[y * w + col] = point3x3(x, taps, bias, [h, w], 1, 1, [y, col]);
         }
     }
 }
@@ -1324,9 +1357,16 @@ mod tests {
             (2, 2, 2, 3, 3, [2, 2], [1, 1], true),
             (2, 4, 2, 3, 3, [2, 2], [1, 1], false),
             (2, 6, 16, 3, 3, [2, 2], [1, 1], true),
+            (3, 8, 12, 3, 3, [2, 2], [0, 0], true),
+            (2, 2, 2, 3, 3, [2, 2], [0, 0], true),
+            (2, 14, 14, 3, 3, [2, 2], [0, 0], false),
         ];
         for (i, &(channels, h, w, kh, kw, stride, pad, per_channel)) in cases.iter().enumerate() {
-            let output = [(h + 2 * pad[0] - kh) / stride[0] + 1, (w + 2 * pad[1] - kw) / stride[1] + 1];
+            let mut output = [(h + 2 * pad[0] - kh) / stride[0] + 1, (w + 2 * pad[1] - kw) / stride[1] + 1];
+            if pad == [0, 0] && stride == [2, 2] && h % 2 == 0 && w % 2 == 0 {
+                // TensorFlow's SAME at stride 2: one padding row and column after only.
+                output = [h / 2, w / 2];
+            }
             let (lo, hi) = if i % 3 == 1 {
                 (0.0, 6.0)
             } else if i % 3 == 2 {
