@@ -1,23 +1,28 @@
 //! facegate's own kernels for the ops tract 0.23.9 runs slowly, substituted into a model's
-//! graph at load, after declutter and before tract's code generation.
+//! graph at load (`model::optimize`), after declutter and before tract's code generation. The
+//! substituted ops still run inside tract's plan; only the arithmetic of those nodes is ours.
 //!
-//! One so far: the depthwise convolution. tract's `DepthWiseConv` has a vectorised inner loop
-//! for stride 1 only; a stride-2 depthwise convolution walks scalar, strided reads and was the
-//! single most expensive node of CenterFace (32 ms of ~130 ms at 640×480 for one layer,
-//! `benches/op_profile.rs`). [`Depthwise`] runs either stride as contiguous, vectorisable row
-//! passes: a stride-2 row is split into its even and odd columns once, so every tap reads a
-//! contiguous run.
+//! * [`Depthwise`], every target: tract's `DepthWiseConv` vectorises stride 1 only; a stride-2
+//!   layer walked scalar, strided reads and was the single most expensive node of CenterFace
+//!   (32 ms of ~100 at 640×480, `benches/op_profile.rs`). 3×3 layers run as flat passes over
+//!   whole planes (stride 2 over the four row/column-parity planes), others row by row with
+//!   each tap reading a contiguous run; channel-last layers are vectorised across channels. A
+//!   ReLU/ReLU6 or PReLU after the layer is folded in. On x86_64 the same code is compiled a
+//!   second time with AVX2 and chosen at run time; on the boards the baseline build vectorises
+//!   (NEON).
+//! * [`Pointwise`], x86_64 with AVX2+FMA (an AVX-512 kernel where present): the 1×1
+//!   convolutions, register-blocked over a packed panel of pixels, with the bias, a residual
+//!   add, a clamp or a PReLU fused. ARM keeps tract's NEON matrix kernels.
 //!
-//! The substituted op still runs inside tract's plan; only the arithmetic of that node is
-//! ours. On x86_64 the same code is compiled a second time with AVX2 enabled and chosen at run
-//! time; elsewhere (the boards' aarch64 and armv7+NEON) the baseline build vectorises.
+//! Both are tested against textbook references and against tract's own ops on whole graphs
+//! (tests below), and through the models' golden tests.
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_core::ops::nn::DataFormat;
 
-/// Replaces every depthwise f32 NCHW convolution `substitutable` accepts with [`Depthwise`].
-/// Returns how many were replaced. Run it on a decluttered model with concrete shapes.
+/// Replaces every depthwise f32 convolution `substitutable` accepts with [`Depthwise`], with
+/// the ReLU/ReLU6 or PReLU that follows it folded in. Returns how many were replaced. Run it on a decluttered model with concrete shapes.
 pub fn substitute_depthwise(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -83,9 +88,9 @@ fn clamp_chain(model: &TypedModel, id: usize) -> TractResult<(Vec<usize>, [f32; 
 }
 
 /// The [`Depthwise`] that computes `conv` at `node`, when it is one this module handles: f32,
-/// not quantized, NCHW with batch 1 and concrete sizes, one group per channel (channel
-/// multiplier 1), an OIHW kernel and a bias held as constants, no dilation, horizontal stride
-/// 1 or 2.
+/// not quantized, NCHW/CHW/NHWC/HWC with batch 1 and concrete sizes, one group per channel
+/// (channel multiplier 1), an OIHW kernel and a bias held as constants, no dilation, horizontal
+/// stride 1 or 2.
 fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Depthwise>> {
     if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || node.inputs.len() != 3 {
         return Ok(None);
