@@ -57,13 +57,6 @@ fn main() -> TractResult<()> {
         }
         // As `Model::from_typed` does (tract's passes with facegate's kernels substituted), or
         // tract's own plan alone with FACEGATE_PLAN=tract.
-        if std::env::var("FACEGATE_DECLUTTERED_DUMP").is_ok() {
-            let mut d = model.clone();
-            d.declutter()?;
-            for n in d.nodes() {
-                println!("D {} {} {:?} {:?} -> {:?}", n.name, n.op().name(), n.op().info()?, n.inputs, d.outlet_fact(n.id.into())?.shape);
-            }
-        }
         let model = if std::env::var("FACEGATE_PLAN").as_deref() == Ok("tract") {
             model.into_optimized()?
         } else {

@@ -33,15 +33,13 @@ pub fn substitute_depthwise(model: &mut TypedModel) -> TractResult<usize> {
         let Some(mut op) = substitutable(model, node, conv)? else {
             continue;
         };
-        let (mut chain, [lo, hi]) = clamp_chain(model, id)?;
-        (op.lo, op.hi) = (lo.to_bits(), hi.to_bits());
         let from_end = if op.channels_last { 1 } else { 3 };
-        let prelu = if chain.is_empty() { prelu_after(model, id, op.channels, from_end) } else { None };
+        let Activation { chain, clamp: [lo, hi], prelu } = activation_after(model, id, op.channels, from_end)?;
+        (op.lo, op.hi) = (lo.to_bits(), hi.to_bits());
         let mut patch = TypedModelPatch::default();
         let mut inputs = patch.taps(model, &node.inputs)?;
-        if let Some((nodes, alpha)) = prelu {
+        if let Some(alpha) = prelu {
             op.prelu = true;
-            chain.extend(nodes);
             let alpha = Tensor::from_shape(&[alpha.len()], &alpha)?;
             inputs.push(patch.add_const(format!("{}.prelu_alpha", node.name), alpha.into_arc_tensor())?);
         }
@@ -53,6 +51,30 @@ pub fn substitute_depthwise(model: &mut TypedModel) -> TractResult<usize> {
     // The fused clamps are left unreachable; drop them.
     model.compact()?;
     Ok(replaced)
+}
+
+/// The activation that follows node `id` and a kernel can fold in.
+struct Activation {
+    /// The nodes it replaces, in order; the last one's output is the activation's.
+    chain: Vec<usize>,
+    /// Clamp to `[lo, hi]` (±∞ where there is none).
+    clamp: [f32; 2],
+    /// A PReLU's per-channel alpha.
+    prelu: Option<Vec<f32>>,
+}
+
+/// A clamp (`clamp_chain`: ReLU, ReLU6) after node `id`, or else a PReLU (`prelu_after`, channel
+/// axis `from_end` places from the last).
+fn activation_after(model: &TypedModel, id: usize, channels: usize, from_end: usize) -> TractResult<Activation> {
+    let (mut chain, clamp) = clamp_chain(model, id)?;
+    let mut prelu = None;
+    if chain.is_empty() {
+        if let Some((nodes, alpha)) = prelu_after(model, id, channels, from_end) {
+            chain.extend(nodes);
+            prelu = Some(alpha);
+        }
+    }
+    Ok(Activation { chain, clamp, prelu })
 }
 
 /// The `Max` and `Min` by constants that follow node `id` (each the only consumer of the one
@@ -333,7 +355,7 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
         } else {
             xc
         };
-        let tap_run = |irow, kx| tap_run(irow, kx, pw, sw == 2, even);
+        let run_of = |irow, kx| tap_run(irow, kx, pw, sw == 2, even);
         // A same-size 3×3, stride 1: the rows between the first and the last in one flat pass;
         // those two rows go through the row-by-row path below.
         let flat = [kh, kw, sh, sw, ph, pw] == [3, 3, 1, 1, 1, 1] && [oh, ow] == [h, w] && h >= 3 && w >= 2;
@@ -352,12 +374,12 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
                 let irow = &src[iy * w..][..w];
                 let row_taps = &taps[ky * kw..][..kw];
                 if kw == 3 {
-                    let runs = [tap_run(irow, 0), tap_run(irow, 1), tap_run(irow, 2)];
+                    let runs = [run_of(irow, 0), run_of(irow, 1), run_of(irow, 2)];
                     row3(orow, runs, [row_taps[0], row_taps[1], row_taps[2]]);
                     continue;
                 }
                 for (kx, &tap) in row_taps.iter().enumerate() {
-                    let (run, shift) = tap_run(irow, kx);
+                    let (run, shift) = run_of(irow, kx);
                     let (a, z) = valid_columns(run.len(), shift, orow.len());
                     if a < z {
                         let from = (a as isize + shift) as usize;
@@ -747,12 +769,12 @@ fn sole_successor(model: &TypedModel, id: usize) -> Option<(usize, usize)> {
 
 /// If node `id` is a 1×1 convolution that [`Pointwise`] computes (an f32 `EinSum` of a
 /// `[Ci, H, W]` activation with a constant `[Co, Ci]` weight matrix into `[Co, H, W]`, at least
-/// `MIN_POINTWISE_PIXELS` pixels), the op, the nodes fused after it (bias `Add`, then a residual `Add`, then `Max`
-/// and `Min` by constants) and what to wire.
+/// `MIN_POINTWISE_PIXELS` pixels), the op, the nodes fused after it (bias `Add`, then a residual
+/// `Add`, then an activation: `activation_after`) and what to wire.
 fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwise, Vec<usize>, PointwiseWires)>> {
     use tract_core::ops::binary::TypedBinOp;
     use tract_core::ops::einsum::EinSum;
-    use tract_core::ops::math::{Add, Max, Min};
+    use tract_core::ops::math::Add;
     let node = model.node(id);
     let Some(einsum) = node.op_as::<EinSum>() else {
         return Ok(None);
@@ -823,69 +845,42 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
         return Ok(None);
     }
     // The chain after it: bias, residual, clamps, each the only consumer of the one before.
+    // The chain after it: a bias, then a residual, each the only consumer of the one before,
+    // then an activation.
     let mut chain = Vec::new();
     let mut bias = vec![0f32; co];
     let mut residual: Option<OutletId> = None;
-    let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
     let mut at = id;
-    let mut stage = 0; // 0: bias may come, 1: residual may come, 2: clamps may come
-    let mut alpha: Option<Vec<f32>> = None;
-    loop {
-        let Some((next, slot)) = sole_successor(model, at) else {
-            // Two consumers: a PReLU, after the bias and before any clamp.
-            if stage <= 1 && lo == f32::NEG_INFINITY && hi == f32::INFINITY {
-                if let Some((nodes, a)) = prelu_after(model, at, co, 3) {
-                    chain.extend(nodes);
-                    alpha = Some(a);
-                }
-            }
-            break;
-        };
+    while let Some((next, slot)) = sole_successor(model, at) {
         let n = model.node(next);
-        let Some(bin) = n.op_as::<TypedBinOp>() else {
-            break;
-        };
-        if n.inputs.len() != 2 || model.outlet_fact(OutletId::new(next, 0))?.shape.as_concrete() != Some(ys) {
+        if !n.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Add>())
+            || n.inputs.len() != 2
+            || model.outlet_fact(OutletId::new(next, 0))?.shape.as_concrete() != Some(ys)
+            || residual.is_some()
+        {
             break;
         }
         let other = n.inputs[1 - slot];
         let other_fact = model.outlet_fact(other)?;
-        if bin.0.is::<Add>() && stage == 0 && other_fact.konst.is_some() {
+        if other_fact.konst.is_some() && chain.is_empty() {
             // A per-channel bias, [Co, 1, 1] (or [1, Co, 1, 1]), or one value.
             let Some(values) = per_channel(model, other, co, 3) else {
                 break;
             };
             bias = values;
-            stage = 1;
-        } else if bin.0.is::<Add>()
-            && stage <= 1
-            && other_fact.konst.is_none()
+        } else if other_fact.konst.is_none()
             && other_fact.datum_type == f32::datum_type()
             && other_fact.shape.as_concrete() == Some(ys)
         {
             residual = Some(other);
-            stage = 2;
-        } else if bin.0.is::<Max>() && lo == f32::NEG_INFINITY && hi == f32::INFINITY {
-            let Some(v) = uniform_const(model, other) else {
-                break;
-            };
-            lo = v;
-            stage = 2;
-        } else if bin.0.is::<Min>() && hi == f32::INFINITY {
-            let Some(v) = uniform_const(model, other) else {
-                break;
-            };
-            hi = v;
-            stage = 2;
         } else {
             break;
         }
         chain.push(next);
         at = next;
     }
-    if lo > hi || lo.is_nan() || hi.is_nan() {
-        return Ok(None);
-    }
+    let Activation { chain: tail, clamp: [lo, hi], prelu: alpha } = activation_after(model, at, co, 3)?;
+    chain.extend(tail);
     let weights = w.konst.clone().unwrap();
     let weights = weights.try_as_plain_ram()?;
     let packed = pack_pointwise_weights(weights.as_slice::<f32>()?, co, ci);
@@ -1106,26 +1101,7 @@ unsafe fn pointwise_avx2(
         let mut p0 = 0;
         while p0 < p {
             let cols = NR.min(p - p0);
-            if op.x_channels_last {
-                // [P, Ci] in: transpose the block's pixels into the panel.
-                for j in 0..cols {
-                    let src = x.as_ptr().add((p0 + j) * ci);
-                    for i in 0..ci {
-                        *panel.as_mut_ptr().add(i * NR + j) = *src.add(i);
-                    }
-                }
-            } else {
-                for i in 0..ci {
-                    let src = x.as_ptr().add(i * p + p0);
-                    let dst = panel.as_mut_ptr().add(i * NR);
-                    if cols == NR {
-                        _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
-                        _mm256_storeu_ps(dst.add(8), _mm256_loadu_ps(src.add(8)));
-                    } else {
-                        std::ptr::copy_nonoverlapping(src, dst, cols);
-                    }
-                }
-            }
+            fill_panel::<NR>(op, x, &mut panel, p0, cols);
             for block in 0..co.div_ceil(MR) {
                 let rows = MR.min(co - block * MR);
                 let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -1161,19 +1137,46 @@ unsafe fn pointwise_avx2(
                     } else {
                         _mm256_storeu_ps(tail.as_mut_ptr(), acc[r][0]);
                         _mm256_storeu_ps(tail.as_mut_ptr().add(8), acc[r][1]);
-                        for (c, &t) in tail[..cols].iter().enumerate() {
-                            let mut v = t + residual.map_or(0.0, |res| res[row + c]);
-                            if clamp {
-                                v = v.max(lo).min(hi);
-                            }
-                            out[row + c] = v;
-                        }
+                        store_partial(
+                            &tail[..cols],
+                            &mut out[row..row + cols],
+                            residual.map(|r| &r[row..row + cols]),
+                            op,
+                        );
                     }
                 }
             }
             p0 += NR;
         }
     }
+}
+
+/// Copies pixels `p0..p0 + cols` of every input channel into `panel` (`ci` rows of `NR`), the
+/// pixels contiguous; past `cols` the panel keeps what it held, which only feeds outputs that
+/// are not stored. A channel-last input (`[P, Ci]`) is transposed on the way.
+#[inline(always)]
+fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], panel: &mut [f32], p0: usize, cols: usize) {
+    let (ci, p) = (op.ci, op.hw[0] * op.hw[1]);
+    if op.x_channels_last {
+        for (j, pixel) in x[p0 * ci..(p0 + cols) * ci].chunks_exact(ci).enumerate() {
+            for (i, &v) in pixel.iter().enumerate() {
+                panel[i * NR + j] = v;
+            }
+        }
+    } else {
+        for (i, row) in panel.chunks_exact_mut(NR).enumerate() {
+            row[..cols].copy_from_slice(&x[i * p + p0..][..cols]);
+        }
+    }
+}
+
+/// The last, partial block's sums (`tail`) into `out`, with the residual and the clamp.
+#[inline(always)]
+fn store_partial(tail: &[f32], out: &mut [f32], residual: Option<&[f32]>, op: &Pointwise) {
+    for (c, (o, &t)) in out.iter_mut().zip(tail).enumerate() {
+        *o = t + residual.map_or(0.0, |r| r[c]);
+    }
+    clamp_plane(out, op.lo, op.hi);
 }
 
 /// The AVX-512 form of `pointwise_avx2`: 6 output channels × 32 pixels per block.
@@ -1202,25 +1205,7 @@ unsafe fn pointwise_avx512(
         let mut p0 = 0;
         while p0 < p {
             let cols = NR.min(p - p0);
-            if op.x_channels_last {
-                for j in 0..cols {
-                    let src = x.as_ptr().add((p0 + j) * ci);
-                    for i in 0..ci {
-                        *panel.as_mut_ptr().add(i * NR + j) = *src.add(i);
-                    }
-                }
-            } else {
-                for i in 0..ci {
-                    let src = x.as_ptr().add(i * p + p0);
-                    let dst = panel.as_mut_ptr().add(i * NR);
-                    if cols == NR {
-                        _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
-                        _mm512_storeu_ps(dst.add(16), _mm512_loadu_ps(src.add(16)));
-                    } else {
-                        std::ptr::copy_nonoverlapping(src, dst, cols);
-                    }
-                }
-            }
+            fill_panel::<NR>(op, x, &mut panel, p0, cols);
             // Twelve output channels (two packed blocks) at a time: 24 accumulators of the 32
             // registers, 14 loads per 24 FMAs; a last odd or partial block alone.
             let blocks = co.div_ceil(MR);
@@ -1255,13 +1240,12 @@ unsafe fn pointwise_avx512(
                     } else {
                         _mm512_storeu_ps(tail.as_mut_ptr(), acc[0]);
                         _mm512_storeu_ps(tail.as_mut_ptr().add(16), acc[1]);
-                        for (c, &t) in tail[..cols].iter().enumerate() {
-                            let mut v = t + residual.map_or(0.0, |res| res[row + c]);
-                            if clamp {
-                                v = v.max(lo).min(hi);
-                            }
-                            out[row + c] = v;
-                        }
+                        store_partial(
+                            &tail[..cols],
+                            &mut out[row..row + cols],
+                            residual.map(|r| &r[row..row + cols]),
+                            op,
+                        );
                     }
                 }
                 block += rows.div_ceil(MR);
