@@ -1154,6 +1154,7 @@ unsafe fn pointwise_avx2(
 /// Copies pixels `p0..p0 + cols` of every input channel into `panel` (`ci` rows of `NR`), the
 /// pixels contiguous; past `cols` the panel keeps what it held, which only feeds outputs that
 /// are not stored. A channel-last input (`[P, Ci]`) is transposed on the way.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], panel: &mut [f32], p0: usize, cols: usize) {
     let (ci, p) = (op.ci, op.hw[0] * op.hw[1]);
@@ -1171,6 +1172,7 @@ fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], panel: &mut [f32], p0:
 }
 
 /// The last, partial block's sums (`tail`) into `out`, with the residual and the clamp.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn store_partial(tail: &[f32], out: &mut [f32], residual: Option<&[f32]>, op: &Pointwise) {
     for (c, (o, &t)) in out.iter_mut().zip(tail).enumerate() {
