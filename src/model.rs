@@ -207,6 +207,7 @@ pub fn pin_input_size(typed: TypedModel, [h, w]: [usize; 2]) -> anyhow::Result<T
 pub fn optimize(mut typed: TypedModel) -> TractResult<TypedModel> {
     typed.declutter()?;
     crate::kernels::substitute_depthwise(&mut typed)?;
+    crate::kernels::substitute_dense(&mut typed)?;
     crate::kernels::substitute_pointwise(&mut typed)?;
     typed.optimize()?;
     Ok(typed)
