@@ -417,34 +417,21 @@ fn prelu(values: &mut [f32], alpha: &[f32], channels_last: bool) {
 fn clamp_plane(plane: &mut [f32], lo: u32, hi: u32) {
     let (lo, hi) = (f32::from_bits(lo), f32::from_bits(hi));
     if lo != f32::NEG_INFINITY || hi != f32::INFINITY {
+        // Comparisons rather than `f32::max`/`min`, whose NaN handling stops them compiling to
+        // plain vector max/min; a NaN becomes `lo`, as in the 1×1 kernels' `max_ps`.
         for o in plane.iter_mut() {
-            *o = o.max(lo).min(hi);
+            let v = if *o > lo { *o } else { lo };
+            *o = if v < hi { v } else { hi };
         }
     }
-}
-
-/// One output point of a 3×3 convolution with padding `pad` before (on both axes) and stride
-/// `s`, straight from the `h × w` input plane: for the border points the flat passes leave.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn point3x3(x: &[f32], taps: &[f32], bias: f32, [h, w]: [usize; 2], s: usize, pad: usize, [oy, ox]: [usize; 2]) -> f32 {
-    let mut sum = bias;
-    for ky in 0..3 {
-        let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else { continue };
-        for kx in 0..3 {
-            if let Some(ix) = (ox * s + kx).checked_sub(pad).filter(|&ix| ix < w) {
-                sum += taps[ky * 3 + kx] * x[iy * w + ix];
-            }
-        }
-    }
-    sum
 }
 
 /// A 3×3 convolution with stride 2 and padding `pad` (1, or 0: TensorFlow's SAME pads after
 /// only) before, on an `h × w` plane, both even, into the `h/2 × w/2` output. The input is
 /// split once into its four (row parity, column parity) planes, each `h/2 × w/2`; output point
 /// `i` (flat) then reads every tap at a fixed offset from `i` in one of them, so the whole
-/// plane but one row and one column is one pass; those go point by point.
+/// plane but one row and one column is one pass; those go point by point, without the taps
+/// that fall outside.
 #[inline(always)]
 fn halve3x3(
     x: &[f32],
@@ -504,20 +491,48 @@ fn halve3x3(
         }
     }
     // The row and the column the flat pass leaves (its reads there wrapped round a row end or
-    // ran past the planes), from the input directly.
-    let (edge_row, edge_col) = if pad == 1 { (0, 0) } else { (oh - 1, ow - 1) };
-    for ox in 0..ow {
-        out[edge_row * ow + ox] = point3x3(x, taps, bias, [h, w], 2, pad, [edge_row, ox]);
-    }
-    for oy in 0..oh {
-        out[oy * ow + edge_col] = point3x3(x, taps, bias, [h, w], 2, pad, [oy, edge_col]);
+    // ran past the planes), from the planes without the taps that fall outside the input.
+    let [t0, t1, t2, t3, t4, t5, t6, t7, t8]: [f32; 9] = std::array::from_fn(|i| taps[i]);
+    let at = |plane: &[f32], r: usize, c: usize| plane[r * ow + c];
+    if pad == 1 {
+        // Row 0 (kernel row 0 above the input), then column 0 (kernel column 0 left of it).
+        for ox in 0..ow {
+            let (mut mid, mut bot) = (t4 * at(ee, 0, ox) + t5 * at(eo, 0, ox), t7 * at(oe, 0, ox) + t8 * at(oo, 0, ox));
+            if ox > 0 {
+                mid += t3 * at(eo, 0, ox - 1);
+                bot += t6 * at(oo, 0, ox - 1);
+            }
+            out[ox] = bias + mid + bot;
+        }
+        for oy in 1..oh {
+            let top = t1 * at(oe, oy - 1, 0) + t2 * at(oo, oy - 1, 0);
+            let mid = t4 * at(ee, oy, 0) + t5 * at(eo, oy, 0);
+            let bot = t7 * at(oe, oy, 0) + t8 * at(oo, oy, 0);
+            out[oy * ow] = bias + top + mid + bot;
+        }
+    } else {
+        // The last column (kernel column 2 right of the input), then the last row (kernel row
+        // 2 below it).
+        let last = ow - 1;
+        for oy in 0..oh {
+            let top = t0 * at(ee, oy, last) + t1 * at(eo, oy, last);
+            let mid = t3 * at(oe, oy, last) + t4 * at(oo, oy, last);
+            let bot = if oy + 1 < oh { t6 * at(ee, oy + 1, last) + t7 * at(eo, oy + 1, last) } else { 0.0 };
+            out[oy * ow + last] = bias + top + mid + bot;
+        }
+        let oy = oh - 1;
+        for ox in 0..last {
+            let top = t0 * at(ee, oy, ox) + t1 * at(eo, oy, ox) + t2 * at(ee, oy, ox + 1);
+            let mid = t3 * at(oe, oy, ox) + t4 * at(oo, oy, ox) + t5 * at(oe, oy, ox + 1);
+            out[oy * ow + ox] = bias + top + mid;
+        }
     }
 }
 
 /// Rows `1..h-1` of a same-size 3×3 convolution with padding 1 and stride 1, on one `h × w`
 /// plane: one flat pass, `out[i] = bias + Σ taps[ky·3+kx] · x[i + (ky-1)·w + kx-1]`, then the
-/// first and last columns of those rows, where the flat reads wrapped round a row end, done
-/// again one by one. Needs `h ≥ 3`, `w ≥ 2`.
+/// first and last columns of those rows, where the flat reads wrapped round a row end, again
+/// without the taps that fall outside. Needs `h ≥ 3`, `w ≥ 2`.
 #[inline(always)]
 fn same3x3_inner_rows(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: usize, w: usize) {
     // From (y=1, x=1) to just before (y=h-2, x=w-1): every read stays inside the plane.
@@ -536,9 +551,10 @@ fn same3x3_inner_rows(x: &[f32], out: &mut [f32], taps: &[f32], bias: f32, h: us
         o[i] = bias + top + mid + bot;
     }
     for y in 1..h - 1 {
-        for col in [0, w - 1] {
-            out[y * w + col] = point3x3(x, taps, bias, [h, w], 1, 1, [y, col]);
-        }
+        let (up, row, down) = (&x[(y - 1) * w..][..w], &x[y * w..][..w], &x[(y + 1) * w..][..w]);
+        let (l, r) = (w - 2, w - 1);
+        out[y * w] = bias + (t1 * up[0] + t2 * up[1]) + (t4 * row[0] + t5 * row[1]) + (t7 * down[0] + t8 * down[1]);
+        out[y * w + r] = bias + (t0 * up[l] + t1 * up[r]) + (t3 * row[l] + t4 * row[r]) + (t6 * down[l] + t7 * down[r]);
     }
 }
 
@@ -1781,7 +1797,9 @@ mod tests {
         for o in 0..op.co {
             for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
                 let mut s = 0f64;
-                for (c, ky, kx) in (0..op.ci).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (c, ky, kx)))) {
+                for (c, ky, kx) in
+                    (0..op.ci).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (c, ky, kx))))
+                {
                     let (iy, ix) = ((oy * sy + ky) as isize - pt as isize, (ox * sx + kx) as isize - pl as isize);
                     if (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix) {
                         let v = x[(c * h + iy as usize) * wd + ix as usize] as f64;
@@ -1816,8 +1834,7 @@ mod tests {
             (6, 18, [9, 70], [3, 3], [1, 1], [0, 0], None),
         ];
         for &(ci, co, input, kernel, stride, pad, clamp) in cases {
-            let out_size =
-                |i: usize| (input[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
+            let out_size = |i: usize| (input[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
             let [lo, hi] = clamp.unwrap_or([f32::NEG_INFINITY, f32::INFINITY]);
             let op = Pointwise {
                 x_batch: false,
@@ -1864,7 +1881,10 @@ mod tests {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, c, h, w]))?;
         let conv = |model: &mut TypedModel, name: &str, input: OutletId, ci: usize, co: usize, padding: PaddingSpec| {
-            let k = model.add_const(format!("{name}.k"), Tensor::from_shape(&[co, ci, 3, 3], &values(co * ci * 9, ci as f32))?)?;
+            let k = model.add_const(
+                format!("{name}.k"),
+                Tensor::from_shape(&[co, ci, 3, 3], &values(co * ci * 9, ci as f32))?,
+            )?;
             let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[co], &values(co, 1.0))?)?;
             let op = Conv {
                 pool_spec: PoolSpec {
@@ -1884,7 +1904,8 @@ mod tests {
         };
         let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
         let six = model.add_const("six", Tensor::from_shape(&[1, 1, 1, 1], &[6f32])?)?;
-        let first = conv(&mut model, "first", x, c, 16, PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![1, 1], false))?;
+        let first =
+            conv(&mut model, "first", x, c, 16, PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![1, 1], false))?;
         let first = model.wire_node("relu", math::max(), &[first, zero])?[0];
         let second = conv(&mut model, "second", first, 16, 8, PaddingSpec::SameUpper)?;
         let second = model.wire_node("relu6.max", math::max(), &[second, zero])?[0];
@@ -1893,7 +1914,8 @@ mod tests {
         let input = Tensor::from_shape(&[1, c, h, w], &values(c * h * w, 7.0))?;
         let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
         let ours = crate::model::optimize(model)?;
-        let dense: Vec<_> = ours.nodes().iter().filter_map(|n| n.op_as::<Pointwise>()).filter(|p| p.window.is_some()).collect();
+        let dense: Vec<_> =
+            ours.nodes().iter().filter_map(|n| n.op_as::<Pointwise>()).filter(|p| p.window.is_some()).collect();
         assert_eq!(dense.len(), 2, "both 3x3 convolutions replaced");
         assert!(!ours.nodes().iter().any(|n| ["Max", "Min"].contains(&&*n.op().name())), "activations fused");
         let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
