@@ -703,7 +703,8 @@ pub fn substitute_dense(model: &mut TypedModel) -> TractResult<usize> {
         let Some((mut op, packed, bias)) = dense_conv(model, node, conv)? else {
             continue;
         };
-        let Activation { chain, clamp: [lo, hi], prelu } = activation_after(model, id, op.co, 3)?;
+        let from_end = if op.y_channels_last { 1 } else { 3 };
+        let Activation { chain, clamp: [lo, hi], prelu } = activation_after(model, id, op.co, from_end)?;
         (op.lo, op.hi, op.prelu) = (lo.to_bits(), hi.to_bits(), prelu.is_some());
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, node.inputs[0])?;
@@ -726,8 +727,8 @@ pub fn substitute_dense(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// The windowed [`Pointwise`] that computes `conv` at `node`, with its packed weights and
-/// per-channel bias, when it is one the kernel handles: f32, not quantized, NCHW or CHW with
-/// batch 1 and concrete sizes, one group, an OIHW kernel and a bias held as constants, no
+/// per-channel bias, when it is one the kernel handles: f32, not quantized, NCHW, CHW, NHWC or
+/// HWC with batch 1 and concrete sizes, one group, an OIHW kernel and a bias held as constants, no
 /// dilation, at least `MIN_POINTWISE_PIXELS` output pixels.
 fn dense_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<(Pointwise, Tensor, Tensor)>> {
     if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || node.inputs.len() != 3 || conv.group != 1 {
@@ -739,9 +740,11 @@ fn dense_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
     let Some(shape) = x.shape.as_concrete() else {
         return Ok(None);
     };
-    let (x_batch, (ci, height, width)) = match (conv.pool_spec.data_format, shape) {
-        (DataFormat::NCHW, &[1, c, h, w]) => (true, (c, h, w)),
-        (DataFormat::CHW, &[c, h, w]) => (false, (c, h, w)),
+    let (x_batch, channels_last, (ci, height, width)) = match (conv.pool_spec.data_format, shape) {
+        (DataFormat::NCHW, &[1, c, h, w]) => (true, false, (c, h, w)),
+        (DataFormat::CHW, &[c, h, w]) => (false, false, (c, h, w)),
+        (DataFormat::NHWC, &[1, h, w, c]) => (true, true, (c, h, w)),
+        (DataFormat::HWC, &[h, w, c]) => (false, true, (c, h, w)),
         _ => return Ok(None),
     };
     let ps = &conv.pool_spec;
@@ -780,8 +783,9 @@ fn dense_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<
     let packed = pack_pointwise_weights(weights.as_slice::<f32>()?, co, ci * kh * kw);
     let op = Pointwise {
         x_batch,
-        x_channels_last: false,
+        x_channels_last: channels_last,
         y_batch: x_batch,
+        y_channels_last: channels_last,
         ci,
         co,
         hw: output,
@@ -1017,6 +1021,7 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
         x_batch,
         x_channels_last,
         y_batch,
+        y_channels_last: false,
         ci,
         co,
         hw: [h, wd],
@@ -1084,6 +1089,9 @@ pub struct Pointwise {
     pub x_channels_last: bool,
     /// The output is `[1, Co, H, W]` rather than `[Co, H, W]`.
     pub y_batch: bool,
+    /// The output is `[H, W, Co]` rather than `[Co, H, W]`: a channel-last k×k convolution's
+    /// (the batch axis still in front when `y_batch`).
+    pub y_channels_last: bool,
     pub ci: usize,
     pub co: usize,
     pub hw: [usize; 2],
@@ -1130,11 +1138,11 @@ impl Pointwise {
 
     fn output_shape(&self) -> TVec<usize> {
         let [h, w] = self.hw;
+        let mut shape = if self.y_channels_last { tvec![h, w, self.co] } else { tvec![self.co, h, w] };
         if self.y_batch {
-            tvec![1, self.co, h, w]
-        } else {
-            tvec![self.co, h, w]
+            shape.insert(0, 1);
         }
+        shape
     }
 }
 
@@ -1190,7 +1198,7 @@ impl EvalOp for Pointwise {
         if self.prelu {
             let alpha = views[views.len() - 1].as_slice::<f32>()?;
             ensure!(alpha.len() == self.co);
-            prelu(out_values, alpha, false);
+            prelu(out_values, alpha, self.y_channels_last);
         }
         Ok(tvec!(out.into_tvalue()))
     }
@@ -1221,7 +1229,8 @@ fn pointwise(
     #[cfg(target_arch = "x86_64")]
     if pointwise_kernel_available() {
         // A strided window reads the input with its columns split by phase.
-        let split = op.window.as_ref().map(|w| split_columns(x, w.input[1], w.stride[1]));
+        let split =
+            op.window.as_ref().filter(|_| !op.x_channels_last).map(|w| split_columns(x, w.input[1], w.stride[1]));
         let x = split.as_deref().unwrap_or(x);
         // SAFETY: the CPU was just checked for the features each kernel enables; the slices'
         // lengths were checked against the op's sizes by `eval` (or the tests), which is what
@@ -1299,6 +1308,26 @@ unsafe fn pointwise_avx2(
                         xp = xp.add(NR);
                         wp = wp.add(MR);
                     }
+                    if op.y_channels_last {
+                        // `[P, Co]`: pixel by pixel, through a tile.
+                        let mut tile = [[0f32; NR]; MR];
+                        for (t, a) in tile.iter_mut().zip(&acc) {
+                            let (mut v0, mut v1) = (a[0], a[1]);
+                            if clamp {
+                                v0 = _mm256_min_ps(_mm256_max_ps(v0, vlo), vhi);
+                                v1 = _mm256_min_ps(_mm256_max_ps(v1, vlo), vhi);
+                            }
+                            _mm256_storeu_ps(t.as_mut_ptr(), v0);
+                            _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
+                        }
+                        for j in 0..cols {
+                            let pixel = &mut out[(p0 + j) * co + block * MR..][..rows];
+                            for (r, o) in pixel.iter_mut().enumerate() {
+                                *o = tile[r][j];
+                            }
+                        }
+                        continue;
+                    }
                     for r in 0..rows {
                         let row = (block * MR + r) * p + p0;
                         if cols == NR {
@@ -1366,6 +1395,9 @@ fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], panel: &mut [f32], p0:
 #[cfg(target_arch = "x86_64")]
 fn fill_window<const NR: usize>(op: &Pointwise, window: &Window, x: &[f32], panel: &mut [f32], p0: usize, cols: usize) {
     let Window { input: [h, w], kernel: [kh, kw], stride: [sy, sx], pad: [pt, pl] } = *window;
+    if op.x_channels_last {
+        return fill_window_channels_last::<NR>(op, window, x, panel, p0, cols);
+    }
     let (ow, wp) = (op.hw[1], w.div_ceil(sx));
     // Output pixels a run at a time, each run within one output row.
     let mut j = 0;
@@ -1400,6 +1432,39 @@ fn fill_window<const NR: usize>(op: &Pointwise, window: &Window, x: &[f32], pane
             }
         }
         j += n;
+    }
+}
+
+/// `fill_window` for a channel-last `[H, W, Ci]` input: each tap of each pixel copies the
+/// pixel's `Ci` values into the panel's rows for that tap, one per channel.
+#[cfg(target_arch = "x86_64")]
+fn fill_window_channels_last<const NR: usize>(
+    op: &Pointwise,
+    window: &Window,
+    x: &[f32],
+    panel: &mut [f32],
+    p0: usize,
+    cols: usize,
+) {
+    let Window { input: [h, w], kernel: [kh, kw], stride: [sy, sx], pad: [pt, pl] } = *window;
+    let (ci, ow, taps) = (op.ci, op.hw[1], kh * kw);
+    for j in 0..cols {
+        let (oy, ox) = ((p0 + j) / ow, (p0 + j) % ow);
+        for ky in 0..kh {
+            let iy = (oy * sy + ky).checked_sub(pt).filter(|&iy| iy < h);
+            for kx in 0..kw {
+                let ix = (ox * sx + kx).checked_sub(pl).filter(|&ix| ix < w);
+                let rows = panel[(ky * kw + kx) * NR + j..].iter_mut().step_by(taps * NR);
+                match iy.zip(ix) {
+                    Some((iy, ix)) => {
+                        for (p, &v) in rows.zip(&x[(iy * w + ix) * ci..][..ci]) {
+                            *p = v;
+                        }
+                    }
+                    None => rows.take(ci).for_each(|p| *p = 0.0),
+                }
+            }
+        }
     }
 }
 
@@ -1460,6 +1525,7 @@ unsafe fn pointwise_avx512(
     unsafe {
         let nc = panel_pixels(ci, NR);
         let mut panel = vec![0f32; ci * nc];
+        let mut tile = vec![0f32; 2 * MR * NR];
         let mut c0 = 0;
         while c0 < p {
             let subs = nc.min(p - c0).div_ceil(NR);
@@ -1478,11 +1544,13 @@ unsafe fn pointwise_avx512(
                 let w0 = packed.as_ptr().add(block * ci * MR);
                 for s in 0..subs {
                     let p0 = c0 + s * NR;
+                    // Channel-first `[Co, P]` straight from the registers; channel-last `[P, Co]`
+                    // (no residual there) through a tile of `rows` × 32, then pixel by pixel.
                     let at = block * MR * p + p0;
                     let to = Store512 {
-                        out: out.as_mut_ptr().add(at),
+                        out: if op.y_channels_last { tile.as_mut_ptr() } else { out.as_mut_ptr().add(at) },
                         residual: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(at)),
-                        stride: p,
+                        stride: if op.y_channels_last { NR } else { p },
                         rows,
                         cols: NR.min(p - p0),
                         lo: op.lo,
@@ -1493,6 +1561,14 @@ unsafe fn pointwise_avx512(
                         pw512_block::<{ 2 * MR }>(xs, w0, w0.add(ci * MR), ci, &b, &to);
                     } else {
                         pw512_block::<MR>(xs, w0, w0, ci, &b, &to);
+                    }
+                    if op.y_channels_last {
+                        for j in 0..to.cols {
+                            let pixel = &mut out[(p0 + j) * co + block * MR..][..rows];
+                            for (r, o) in pixel.iter_mut().enumerate() {
+                                *o = tile[r * NR + j];
+                            }
+                        }
                     }
                 }
                 block += if rows > MR { 2 } else { 1 };
@@ -1742,6 +1818,7 @@ mod tests {
                 x_batch: false,
                 x_channels_last: false,
                 y_batch: false,
+                y_channels_last: false,
                 ci,
                 co,
                 hw: [h, w],
@@ -1802,12 +1879,15 @@ mod tests {
                 {
                     let (iy, ix) = ((oy * sy + ky) as isize - pt as isize, (ox * sx + kx) as isize - pl as isize);
                     if (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix) {
-                        let v = x[(c * h + iy as usize) * wd + ix as usize] as f64;
+                        let (iy, ix) = (iy as usize, ix as usize);
+                        let at = if op.x_channels_last { (iy * wd + ix) * op.ci + c } else { (c * h + iy) * wd + ix };
+                        let v = x[at] as f64;
                         s += w[((o * op.ci + c) * kh + ky) * kw + kx] as f64 * v;
                     }
                 }
                 let v = (s as f32 + bias[o]).max(f32::from_bits(op.lo)).min(f32::from_bits(op.hi));
-                out[(o * oh + oy) * ow + ox] = v;
+                let at = if op.y_channels_last { (oy * ow + ox) * op.co + o } else { (o * oh + oy) * ow + ox };
+                out[at] = v;
             }
         }
         out
@@ -1833,13 +1913,16 @@ mod tests {
             (2, 3, [20, 22], [3, 3], [3, 3], [1, 1], Some([-0.5, 0.5])),
             (6, 18, [9, 70], [3, 3], [1, 1], [0, 0], None),
         ];
-        for &(ci, co, input, kernel, stride, pad, clamp) in cases {
+        // The same, channel-last in and out (FaceRes' and MobileFaceNet's first layers).
+        let cases = cases.iter().map(|&c| (c, false)).chain(cases.iter().map(|&c| (c, true)));
+        for ((ci, co, input, kernel, stride, pad, clamp), channels_last) in cases {
             let out_size = |i: usize| (input[i] + 2 * pad[i] - kernel[i]) / stride[i] + 1;
             let [lo, hi] = clamp.unwrap_or([f32::NEG_INFINITY, f32::INFINITY]);
             let op = Pointwise {
                 x_batch: false,
-                x_channels_last: false,
+                x_channels_last: channels_last,
                 y_batch: false,
+                y_channels_last: channels_last,
                 ci,
                 co,
                 hw: [out_size(0), out_size(1)],
@@ -1858,7 +1941,7 @@ mod tests {
             pointwise(&op, &x, &packed, &bias, None, &mut got).unwrap();
             // SAFETY: `pointwise_kernel_available` checked AVX2 and FMA; sizes as the op says.
             let mut avx2 = vec![f32::NAN; want.len()];
-            let split = split_columns(&x, input[1], stride[1]);
+            let split = if channels_last { (&x[..]).into() } else { split_columns(&x, input[1], stride[1]) };
             unsafe { pointwise_avx2(&op, &split, &packed, &bias, None, &mut avx2) };
             for (i, ((&g, &a), &r)) in got.iter().zip(&avx2).zip(&want).enumerate() {
                 let tol = 1e-5 * (1.0 + r.abs());
@@ -1876,53 +1959,59 @@ mod tests {
             return Ok(());
         }
         // CenterFace's first layer (3×3 stride 2, explicit padding 1, ReLU) and a TF-SAME
-        // stride-2 layer with ReLU6, one after the other.
-        let (c, h, w) = (3, 30, 44);
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([1, c, h, w]))?;
-        let conv = |model: &mut TypedModel, name: &str, input: OutletId, ci: usize, co: usize, padding: PaddingSpec| {
-            let k = model.add_const(
-                format!("{name}.k"),
-                Tensor::from_shape(&[co, ci, 3, 3], &values(co * ci * 9, ci as f32))?,
-            )?;
-            let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[co], &values(co, 1.0))?)?;
-            let op = Conv {
-                pool_spec: PoolSpec {
-                    data_format: DataFormat::NCHW,
-                    kernel_shape: tvec![3, 3],
-                    padding,
-                    dilations: None,
-                    strides: Some(tvec![2, 2]),
-                    input_channels: ci,
-                    output_channels: co,
-                },
-                kernel_fmt: KernelFormat::OIHW,
-                group: 1,
-                q_params: None,
-            };
-            TractResult::Ok(model.wire_node(name, op, &[input, k, b])?[0])
-        };
-        let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
-        let six = model.add_const("six", Tensor::from_shape(&[1, 1, 1, 1], &[6f32])?)?;
-        let first =
-            conv(&mut model, "first", x, c, 16, PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![1, 1], false))?;
-        let first = model.wire_node("relu", math::max(), &[first, zero])?[0];
-        let second = conv(&mut model, "second", first, 16, 8, PaddingSpec::SameUpper)?;
-        let second = model.wire_node("relu6.max", math::max(), &[second, zero])?[0];
-        let y = model.wire_node("relu6.min", math::min(), &[second, six])?[0];
-        model.select_output_outlets(&[y])?;
-        let input = Tensor::from_shape(&[1, c, h, w], &values(c * h * w, 7.0))?;
-        let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
-        let ours = crate::model::optimize(model)?;
-        let dense: Vec<_> =
-            ours.nodes().iter().filter_map(|n| n.op_as::<Pointwise>()).filter(|p| p.window.is_some()).collect();
-        assert_eq!(dense.len(), 2, "both 3x3 convolutions replaced");
-        assert!(!ours.nodes().iter().any(|n| ["Max", "Min"].contains(&&*n.op().name())), "activations fused");
-        let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
-        let (theirs, ours) = (theirs[0].to_plain_array_view::<f32>()?, ours[0].to_plain_array_view::<f32>()?);
-        assert_eq!(theirs.shape(), ours.shape());
-        for (t, o) in theirs.iter().zip(ours.iter()) {
-            assert!((t - o).abs() <= 1e-4 * (1.0 + t.abs()), "{o} vs tract's {t}");
+        // stride-2 layer with ReLU6, one after the other; channel-first, then channel-last as
+        // FaceRes' and MobileFaceNet's first layers are.
+        for format in [DataFormat::NCHW, DataFormat::NHWC] {
+            let (c, h, w) = (3, 30, 44);
+            let shape = if format == DataFormat::NCHW { [1, c, h, w] } else { [1, h, w, c] };
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact(shape))?;
+            let conv =
+                |model: &mut TypedModel, name: &str, input: OutletId, ci: usize, co: usize, padding: PaddingSpec| {
+                    let k = model.add_const(
+                        format!("{name}.k"),
+                        Tensor::from_shape(&[co, ci, 3, 3], &values(co * ci * 9, ci as f32))?,
+                    )?;
+                    let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[co], &values(co, 1.0))?)?;
+                    let op = Conv {
+                        pool_spec: PoolSpec {
+                            data_format: format,
+                            kernel_shape: tvec![3, 3],
+                            padding,
+                            dilations: None,
+                            strides: Some(tvec![2, 2]),
+                            input_channels: ci,
+                            output_channels: co,
+                        },
+                        kernel_fmt: KernelFormat::OIHW,
+                        group: 1,
+                        q_params: None,
+                    };
+                    TractResult::Ok(model.wire_node(name, op, &[input, k, b])?[0])
+                };
+            let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
+            let six = model.add_const("six", Tensor::from_shape(&[1, 1, 1, 1], &[6f32])?)?;
+            let first =
+                conv(&mut model, "first", x, c, 16, PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![1, 1], false))?;
+            let first = model.wire_node("relu", math::max(), &[first, zero])?[0];
+            let second = conv(&mut model, "second", first, 16, 8, PaddingSpec::SameUpper)?;
+            let second = model.wire_node("relu6.max", math::max(), &[second, zero])?[0];
+            let y = model.wire_node("relu6.min", math::min(), &[second, six])?[0];
+            model.select_output_outlets(&[y])?;
+            let input = Tensor::from_shape(&shape, &values(c * h * w, 7.0))?;
+            let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
+            let ours = crate::model::optimize(model)?;
+            let dense: Vec<_> =
+                ours.nodes().iter().filter_map(|n| n.op_as::<Pointwise>()).filter(|p| p.window.is_some()).collect();
+            assert_eq!(dense.len(), 2, "both 3x3 convolutions replaced ({format:?})");
+            assert!(dense.iter().all(|p| p.y_channels_last == (format == DataFormat::NHWC)));
+            assert!(!ours.nodes().iter().any(|n| ["Max", "Min"].contains(&&*n.op().name())), "activations fused");
+            let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
+            let (theirs, ours) = (theirs[0].to_plain_array_view::<f32>()?, ours[0].to_plain_array_view::<f32>()?);
+            assert_eq!(theirs.shape(), ours.shape());
+            for (t, o) in theirs.iter().zip(ours.iter()) {
+                assert!((t - o).abs() <= 1e-4 * (1.0 + t.abs()), "{format:?}: {o} vs tract's {t}");
+            }
         }
         Ok(())
     }
