@@ -580,22 +580,60 @@ fn run_channels_last(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], ou
         }
     }
     let bias: Vec<f32> = if bias.len() == 1 { vec![bias[0]; c] } else { bias.to_vec() };
+    // Channels in blocks of 16 summed in registers over every tap (then any rest one by one).
+    const BLOCK: usize = 16;
+    let blocks = c / BLOCK * BLOCK;
     for (i, o) in out.chunks_exact_mut(c).enumerate() {
         let (oy, ox) = (i / ow, i % ow);
-        o.copy_from_slice(&bias);
+        // The taps that fall inside the input: (input pixel offset, tap index).
+        let mut inside = [(0usize, 0usize); 49];
+        let mut n = 0;
         for ky in 0..kh {
             let Some(iy) = (oy * op.stride[0] + ky).checked_sub(op.pad[0]).filter(|&iy| iy < h) else {
                 continue;
             };
             for kx in 0..kw {
-                let Some(ix) = (ox * op.stride[1] + kx).checked_sub(op.pad[1]).filter(|&ix| ix < w) else {
-                    continue;
-                };
-                let input = &x[(iy * w + ix) * c..][..c];
-                let tap = &by_tap[(ky * kw + kx) * c..][..c];
-                for ((o, v), t) in o.iter_mut().zip(input).zip(tap) {
-                    *o += t * v;
+                if let Some(ix) = (ox * op.stride[1] + kx).checked_sub(op.pad[1]).filter(|&ix| ix < w) {
+                    if n < inside.len() {
+                        inside[n] = ((iy * w + ix) * c, ky * kw + kx);
+                    }
+                    n += 1;
                 }
+            }
+        }
+        if n > inside.len() {
+            // Kernels over 7×7 (none in the shipped models): one tap at a time.
+            o.copy_from_slice(&bias);
+            for ky in 0..kh {
+                let Some(iy) = (oy * op.stride[0] + ky).checked_sub(op.pad[0]).filter(|&iy| iy < h) else { continue };
+                for kx in 0..kw {
+                    let Some(ix) = (ox * op.stride[1] + kx).checked_sub(op.pad[1]).filter(|&ix| ix < w) else {
+                        continue;
+                    };
+                    let (input, tap) = (&x[(iy * w + ix) * c..][..c], &by_tap[(ky * kw + kx) * c..][..c]);
+                    for ((o, v), t) in o.iter_mut().zip(input).zip(tap) {
+                        *o += t * v;
+                    }
+                }
+            }
+            continue;
+        }
+        let inside = &inside[..n];
+        for b in (0..blocks).step_by(BLOCK) {
+            let mut acc: [f32; BLOCK] = bias[b..b + BLOCK].try_into().expect("a block of bias");
+            for &(at, t) in inside {
+                let v: &[f32; BLOCK] = x[at + b..][..BLOCK].try_into().expect("a block of input");
+                let k: &[f32; BLOCK] = by_tap[t * c + b..][..BLOCK].try_into().expect("a block of taps");
+                for j in 0..BLOCK {
+                    acc[j] += k[j] * v[j];
+                }
+            }
+            o[b..b + BLOCK].copy_from_slice(&acc);
+        }
+        for ch in blocks..c {
+            o[ch] = bias[ch];
+            for &(at, t) in inside {
+                o[ch] += by_tap[t * c + ch] * x[at + ch];
             }
         }
     }
@@ -1721,6 +1759,12 @@ mod tests {
             (3, 8, 12, 3, 3, [2, 2], [0, 0], true),
             (2, 2, 2, 3, 3, [2, 2], [0, 0], true),
             (2, 14, 14, 3, 3, [2, 2], [0, 0], false),
+            // Channel counts that fill the channel-last path's blocks of 16, with a rest, and a
+            // kernel wider than its list of taps (7×7).
+            (32, 9, 10, 3, 3, [1, 1], [1, 1], true),
+            (20, 7, 8, 3, 3, [2, 2], [1, 1], true),
+            (17, 6, 9, 5, 5, [1, 1], [2, 2], false),
+            (18, 10, 11, 9, 9, [1, 1], [4, 4], true),
         ];
         for (i, &(channels, h, w, kh, kw, stride, pad, per_channel)) in cases.iter().enumerate() {
             let mut output = [(h + 2 * pad[0] - kh) / stride[0] + 1, (w + 2 * pad[1] - kw) / stride[1] + 1];
