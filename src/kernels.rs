@@ -1595,10 +1595,13 @@ unsafe fn pointwise_avx512(
                         hi: op.hi,
                     };
                     let xs = panel.as_ptr().add(s * ci * NR);
-                    if rows > MR {
-                        pw512_block::<{ 2 * MR }>(xs, w0, w0.add(ci * MR), ci, &b, &to);
-                    } else {
-                        pw512_block::<MR>(xs, w0, w0, ci, &b, &to);
+                    // A last block of 16 pixels or fewer sums only the panel's first half.
+                    let w1 = if rows > MR { w0.add(ci * MR) } else { w0 };
+                    match (rows > MR, to.cols > 16) {
+                        (true, true) => pw512_block::<{ 2 * MR }, 2>(xs, w0, w1, ci, &b, &to),
+                        (true, false) => pw512_block::<{ 2 * MR }, 1>(xs, w0, w1, ci, &b, &to),
+                        (false, true) => pw512_block::<MR, 2>(xs, w0, w1, ci, &b, &to),
+                        (false, false) => pw512_block::<MR, 1>(xs, w0, w1, ci, &b, &to),
                     }
                     if op.y_channels_last {
                         for j in 0..to.cols {
@@ -1630,14 +1633,14 @@ struct Store512 {
     hi: u32,
 }
 
-/// One block of the AVX-512 kernel: `R` output channels (6 or 12) × 32 pixels in `2R`
-/// accumulators, summed over the `k` panel rows (32 pixels each) from `bias`, the first six
+/// One block of the AVX-512 kernel: `R` output channels (6 or 12) × 32 pixels (`H` = 2; the
+/// first 16 only with `H` = 1, for a last partial block) in `H·R` accumulators, summed over the `k` panel rows (32 pixels each) from `bias`, the first six
 /// channels' weights from packed block `w0`, the next six from `w1`; then stored by `to`
 /// straight from the registers, masked for a last partial block of pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn pw512_block<const R: usize>(
+unsafe fn pw512_block<const R: usize, const H: usize>(
     panel: *const f32,
     w0: *const f32,
     w1: *const f32,
@@ -1657,11 +1660,13 @@ unsafe fn pw512_block<const R: usize>(
         let (mut xp, mut wa, mut wb) = (panel, w0, w1);
         for _ in 0..k {
             let x0 = _mm512_loadu_ps(xp);
-            let x1 = _mm512_loadu_ps(xp.add(16));
+            let x1 = if H == 2 { _mm512_loadu_ps(xp.add(16)) } else { x0 };
             for r in 0..R {
                 let wv = _mm512_set1_ps(if r < MR { *wa.add(r) } else { *wb.add(r - MR) });
                 acc[r][0] = _mm512_fmadd_ps(wv, x0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
+                if H == 2 {
+                    acc[r][1] = _mm512_fmadd_ps(wv, x1, acc[r][1]);
+                }
             }
             xp = xp.add(32);
             wa = wa.add(MR);
@@ -1677,7 +1682,7 @@ unsafe fn pw512_block<const R: usize>(
                 break;
             }
             let (o, res) = (to.out.add(r * to.stride), to.residual.wrapping_add(r * to.stride));
-            for (half, &a) in acc.iter().enumerate() {
+            for (half, &a) in acc.iter().enumerate().take(H) {
                 let mut v = a;
                 if to.cols == 32 {
                     if !to.residual.is_null() {
