@@ -11,8 +11,12 @@
 //!   second time with AVX2 and chosen at run time; on the boards the baseline build vectorises
 //!   (NEON).
 //! * [`Pointwise`], x86_64 with AVX2+FMA (an AVX-512 kernel where present): the 1×1
-//!   convolutions, register-blocked over a packed panel of pixels, with the bias, a residual
-//!   add, a clamp or a PReLU fused. ARM keeps tract's NEON matrix kernels.
+//!   convolutions, register-blocked over a packed panel of pixels (up to 512 at a time, so
+//!   each output row is written in long runs), with the bias, a residual add, a clamp or a
+//!   PReLU fused. With a [`Window`] the same kernel runs the dense k×k convolutions
+//!   (`FacegateConv`: CenterFace's first layer and head, FaceRes' and MobileFaceNet's first
+//!   layers) over an im2col panel built per block of pixels, never the whole im2col matrix.
+//!   ARM keeps tract's NEON matrix kernels.
 //!
 //! Both are tested against textbook references and against tract's own ops on whole graphs
 //! (tests below), and through the models' golden tests.
@@ -1634,9 +1638,10 @@ struct Store512 {
 }
 
 /// One block of the AVX-512 kernel: `R` output channels (6 or 12) × 32 pixels (`H` = 2; the
-/// first 16 only with `H` = 1, for a last partial block) in `H·R` accumulators, summed over the `k` panel rows (32 pixels each) from `bias`, the first six
-/// channels' weights from packed block `w0`, the next six from `w1`; then stored by `to`
-/// straight from the registers, masked for a last partial block of pixels.
+/// first 16 only with `H` = 1, for a last partial block) in `H·R` accumulators, summed over
+/// the `k` panel rows (32 pixels each) from `bias`, the first six channels' weights from packed
+/// block `w0`, the next six from `w1`; then stored by `to` straight from the registers, masked
+/// for a last partial block of pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
