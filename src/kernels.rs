@@ -1097,10 +1097,13 @@ const POINTWISE_ROWS: usize = 6;
 /// over it. Wide panels write each output row in long runs; one panel of 16 or 32 pixels wrote
 /// 96 rows 300 KB apart at a time (16→96 at 240×320), which all fall in the same L1 sets, and
 /// ran at a third of the speed.
+#[cfg(target_arch = "x86_64")]
 const PANEL_BYTES: usize = 96 * 1024;
+#[cfg(target_arch = "x86_64")]
 const MAX_PANEL_PIXELS: usize = 512;
 
 /// Pixels per panel for `ci` input channels and blocks of `nr` pixels: a multiple of `nr`.
+#[cfg(target_arch = "x86_64")]
 fn panel_pixels(ci: usize, nr: usize) -> usize {
     (PANEL_BYTES / (4 * ci.max(1)) / nr).clamp(1, MAX_PANEL_PIXELS / nr) * nr
 }
@@ -1513,6 +1516,7 @@ fn fill_window_channels_last<const NR: usize>(
 /// `rows` rows of `w` values with each row's columns split by phase for a stride of `s`: row
 /// `i` becomes `s` runs of `⌈w/s⌉`, run `r` holding columns `r, r + s, …` (zero-padded). With
 /// `s` = 1 that is `x` itself.
+#[cfg(target_arch = "x86_64")]
 fn split_columns(x: &[f32], w: usize, s: usize) -> std::borrow::Cow<'_, [f32]> {
     if s == 1 {
         return std::borrow::Cow::Borrowed(x);
@@ -1917,8 +1921,6 @@ mod tests {
         }
     }
 
-    /// A 1×1 convolution with bias, a residual and a clamp to [0, 0.5] after it, as tract declutters it
-    /// (`EinSum`, `Add`, `Add`, `Max`, `Min`): one `FacegatePointwise`, same outputs as tract.
     #[cfg(target_arch = "x86_64")]
     /// Textbook k×k convolution (float64 sums) of a windowed [`Pointwise`], with its clamp.
     fn window_reference(op: &Pointwise, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
@@ -1947,6 +1949,7 @@ mod tests {
         out
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn dense_conv_matches_reference_over_geometries() {
         if !pointwise_kernel_available() {
@@ -2070,6 +2073,9 @@ mod tests {
         Ok(())
     }
 
+    /// A 1×1 convolution with bias, a residual and a clamp to [0, 0.5] after it, as tract declutters it
+    /// (`EinSum`, `Add`, `Add`, `Max`, `Min`): one `FacegatePointwise`, same outputs as tract.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn pointwise_substitution_fuses_the_tail_and_matches_tract() -> TractResult<()> {
         use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
