@@ -113,11 +113,28 @@ fn clamp_chain(model: &TypedModel, id: usize) -> TractResult<(Vec<usize>, [f32; 
     Ok((chain, [lo, hi]))
 }
 
-/// The [`Depthwise`] that computes `conv` at `node`, when it is one this module handles: f32,
-/// not quantized, NCHW/CHW/NHWC/HWC with batch 1 and concrete sizes, one group per channel
-/// (channel multiplier 1), an OIHW kernel and a bias held as constants, no dilation, horizontal
-/// stride 1 or 2.
-fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Depthwise>> {
+/// What both convolution substitutions read off a tract `Conv` node (`conv_parts`).
+struct ConvParts {
+    /// A batch axis of 1 in front.
+    batch: bool,
+    channels_last: bool,
+    /// Input channels, and the input's `[height, width]`.
+    channels: usize,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    /// Zero padding before the first row and column, and the output's size.
+    pad: [usize; 2],
+    output: [usize; 2],
+    /// The OIHW kernel and the bias, both constants.
+    weights: Arc<Tensor>,
+    bias: Arc<Tensor>,
+}
+
+/// The convolution at `node` as [`ConvParts`], when both substitutions could take it: f32, not
+/// quantized, NCHW/CHW/NHWC/HWC with batch 1 and concrete sizes, a 2-D OIHW kernel and a bias
+/// held as constants, no dilation, no zero stride.
+fn conv_parts(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<ConvParts>> {
     if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || node.inputs.len() != 3 {
         return Ok(None);
     }
@@ -129,9 +146,11 @@ fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
     };
     // Declutter drops a batch axis of 1: the convolution is then CHW (or HWC). Models fed
     // channel-last images (MobileFaceNet, FaceRes) keep their first layers NHWC.
-    let (channels, height, width) = match (conv.pool_spec.data_format, shape) {
-        (DataFormat::NCHW, &[1, c, h, w]) | (DataFormat::CHW, &[c, h, w]) => (c, h, w),
-        (DataFormat::NHWC, &[1, h, w, c]) | (DataFormat::HWC, &[h, w, c]) => (c, h, w),
+    let (batch, channels_last, (channels, height, width)) = match (conv.pool_spec.data_format, shape) {
+        (DataFormat::NCHW, &[1, c, h, w]) => (true, false, (c, h, w)),
+        (DataFormat::CHW, &[c, h, w]) => (false, false, (c, h, w)),
+        (DataFormat::NHWC, &[1, h, w, c]) => (true, true, (c, h, w)),
+        (DataFormat::HWC, &[h, w, c]) => (false, true, (c, h, w)),
         _ => return Ok(None),
     };
     let ps = &conv.pool_spec;
@@ -139,42 +158,61 @@ fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResu
         return Ok(None);
     };
     let strides = ps.strides();
-    let dilations = ps.dilations();
-    if x.datum_type != f32::datum_type()
-        || kernel.datum_type != f32::datum_type()
-        || bias.datum_type != f32::datum_type()
-        || kernel.konst.is_none()
-        || bias.konst.is_none()
-        || conv.group != channels
+    let (Some(weights), Some(bias_values)) = (kernel.konst.clone(), bias.konst.clone()) else {
+        return Ok(None);
+    };
+    if [x.datum_type, kernel.datum_type, bias.datum_type].iter().any(|&t| t != f32::datum_type())
         || ps.input_channels != channels
-        || ps.output_channels != channels
-        || kernel.shape.as_concrete() != Some(&[channels, 1, kh, kw][..])
-        || !(bias.shape.volume() == 1.to_dim() || bias.shape.volume() == channels.to_dim())
-        || dilations.iter().any(|&d| d != 1)
-        || strides[0] == 0
-        || !(strides[1] == 1 || strides[1] == 2)
+        || ps.dilations().iter().any(|&d| d != 1)
+        || strides.iter().any(|&s| s == 0)
     {
         return Ok(None);
     }
     let padded = ps.computed_padding(&[height, width]);
-    let format = conv.pool_spec.data_format;
-    let op = Depthwise {
-        batch_axis: matches!(format, DataFormat::NCHW | DataFormat::NHWC),
-        channels_last: matches!(format, DataFormat::NHWC | DataFormat::HWC),
+    Ok(Some(ConvParts {
+        batch,
+        channels_last,
         channels,
         input: [height, width],
-        output: [padded[0].convoluted, padded[1].convoluted],
         kernel: [kh, kw],
         stride: [strides[0], strides[1]],
         pad: [padded[0].pad_before, padded[1].pad_before],
+        output: [padded[0].convoluted, padded[1].convoluted],
+        weights,
+        bias: bias_values,
+    }))
+}
+
+/// The [`Depthwise`] that computes `conv` at `node`, when it is one this module handles: what
+/// `conv_parts` accepts with one group per channel (channel multiplier 1), a bias of one value
+/// or one per channel, horizontal stride 1 or 2.
+fn substitutable(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Depthwise>> {
+    let Some(parts) = conv_parts(model, node, conv)? else {
+        return Ok(None);
+    };
+    let (channels, [kh, kw]) = (parts.channels, parts.kernel);
+    if conv.group != channels
+        || conv.pool_spec.output_channels != channels
+        || parts.weights.shape() != [channels, 1, kh, kw]
+        || !(parts.bias.len() == 1 || parts.bias.len() == channels)
+        || !(parts.stride[1] == 1 || parts.stride[1] == 2)
+        || parts.output.contains(&0)
+    {
+        return Ok(None);
+    }
+    Ok(Some(Depthwise {
+        batch_axis: parts.batch,
+        channels_last: parts.channels_last,
+        channels,
+        input: parts.input,
+        output: parts.output,
+        kernel: parts.kernel,
+        stride: parts.stride,
+        pad: parts.pad,
         lo: f32::NEG_INFINITY.to_bits(),
         hi: f32::INFINITY.to_bits(),
         prelu: false,
-    };
-    if op.output.contains(&0) {
-        return Ok(None);
-    }
-    Ok(Some(op))
+    }))
 }
 
 /// Depthwise convolution, batch 1, NCHW, f32: channel `c` of the output is channel `c` of the
@@ -347,13 +385,7 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
             planes.resize(h * w, 0.0);
             for (row, split) in xc.chunks_exact(w).zip(planes.chunks_exact_mut(w)) {
                 let (evens, odds) = split.split_at_mut(even);
-                for ((e, o), pair) in evens.iter_mut().zip(odds.iter_mut()).zip(row.chunks_exact(2)) {
-                    *e = pair[0];
-                    *o = pair[1];
-                }
-                if w % 2 == 1 {
-                    evens[even - 1] = row[w - 1];
-                }
+                split_by_parity(row, evens, odds);
             }
             &planes
         } else {
@@ -395,6 +427,17 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
             }
         }
         clamp_plane(oc, op.lo, op.hi);
+    }
+}
+
+/// `row`'s even columns into `evens` (`⌈len/2⌉` long), its odd ones into the start of `odds`.
+#[inline(always)]
+fn split_by_parity(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
+    for ((e, o), pair) in evens.iter_mut().zip(odds.iter_mut()).zip(row.chunks_exact(2)) {
+        (*e, *o) = (pair[0], pair[1]);
+    }
+    if row.len() % 2 == 1 {
+        evens[row.len() / 2] = row[row.len() - 1];
     }
 }
 
@@ -455,12 +498,8 @@ fn halve3x3(
     let rows = x.chunks_exact(2 * w).zip(ee.chunks_exact_mut(ow).zip(eo.chunks_exact_mut(ow)));
     for ((pair, (ee, eo)), (oe, oo)) in rows.zip(oe.chunks_exact_mut(ow).zip(oo.chunks_exact_mut(ow))) {
         let (even_row, odd_row) = pair.split_at(w);
-        for ((e, o), p) in ee.iter_mut().zip(eo.iter_mut()).zip(even_row.chunks_exact(2)) {
-            (*e, *o) = (p[0], p[1]);
-        }
-        for ((e, o), p) in oe.iter_mut().zip(oo.iter_mut()).zip(odd_row.chunks_exact(2)) {
-            (*e, *o) = (p[0], p[1]);
-        }
+        split_by_parity(even_row, ee, eo);
+        split_by_parity(odd_row, oe, oo);
     }
     let (oo, oe, eo, ee) = (&*oo, &*oe, &*eo, &*ee);
     // Tap (ky, kx) of output (oy, ox) reads input (2oy + ky - pad, 2ox + kx - pad).
@@ -769,78 +808,42 @@ pub fn substitute_dense(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// The windowed [`Pointwise`] that computes `conv` at `node`, with its packed weights and
-/// per-channel bias, when it is one the kernel handles: f32, not quantized, NCHW, CHW, NHWC or
-/// HWC with batch 1 and concrete sizes, one group, an OIHW kernel and a bias held as constants, no
-/// dilation, at least `MIN_POINTWISE_PIXELS` output pixels.
+/// per-channel bias, when it is one the kernel handles: what `conv_parts` accepts with one
+/// group, a bias of one value or one per channel, at least `MIN_POINTWISE_PIXELS` output pixels.
 fn dense_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<(Pointwise, Tensor, Tensor)>> {
-    if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || node.inputs.len() != 3 || conv.group != 1 {
-        return Ok(None);
-    }
-    let x = model.outlet_fact(node.inputs[0])?;
-    let kernel = model.outlet_fact(node.inputs[1])?;
-    let bias = model.outlet_fact(node.inputs[2])?;
-    let Some(shape) = x.shape.as_concrete() else {
+    let Some(parts) = conv_parts(model, node, conv)? else {
         return Ok(None);
     };
-    let (x_batch, channels_last, (ci, height, width)) = match (conv.pool_spec.data_format, shape) {
-        (DataFormat::NCHW, &[1, c, h, w]) => (true, false, (c, h, w)),
-        (DataFormat::CHW, &[c, h, w]) => (false, false, (c, h, w)),
-        (DataFormat::NHWC, &[1, h, w, c]) => (true, true, (c, h, w)),
-        (DataFormat::HWC, &[h, w, c]) => (false, true, (c, h, w)),
-        _ => return Ok(None),
-    };
-    let ps = &conv.pool_spec;
-    let [kh, kw] = ps.kernel_shape[..] else {
-        return Ok(None);
-    };
-    let co = ps.output_channels;
-    let strides = ps.strides();
-    let (Some(weights), Some(bias_values)) = (kernel.konst.as_ref(), bias.konst.as_ref()) else {
-        return Ok(None);
-    };
-    if x.datum_type != f32::datum_type()
-        || kernel.datum_type != f32::datum_type()
-        || bias.datum_type != f32::datum_type()
-        || ps.input_channels != ci
-        || kernel.shape.as_concrete() != Some(&[co, ci, kh, kw][..])
-        || ps.dilations().iter().any(|&d| d != 1)
-        || strides.iter().any(|&s| s == 0)
+    let (ci, co, [kh, kw]) = (parts.channels, conv.pool_spec.output_channels, parts.kernel);
+    if conv.group != 1
+        || parts.weights.shape() != [co, ci, kh, kw]
+        || parts.output[0] * parts.output[1] < MIN_POINTWISE_PIXELS
     {
         return Ok(None);
     }
-    let padded = ps.computed_padding(&[height, width]);
-    let output = [padded[0].convoluted, padded[1].convoluted];
-    if output[0] * output[1] < MIN_POINTWISE_PIXELS {
-        return Ok(None);
-    }
-    let bias_values = bias_values.try_as_plain_ram()?;
+    let bias_values = parts.bias.try_as_plain_ram()?;
     let bias_values = bias_values.as_slice::<f32>()?;
     let bias_values = match bias_values.len() {
         1 => vec![bias_values[0]; co],
         n if n == co => bias_values.to_vec(),
         _ => return Ok(None),
     };
-    let weights = weights.try_as_plain_ram()?;
+    let weights = parts.weights.try_as_plain_ram()?;
     // OIHW flattened is `[Co, Ci·kh·kw]` in the panel's row order.
     let packed = pack_pointwise_weights(weights.as_slice::<f32>()?, co, ci * kh * kw);
     let op = Pointwise {
-        x_batch,
-        x_channels_last: channels_last,
-        y_batch: x_batch,
-        y_channels_last: channels_last,
+        x_batch: parts.batch,
+        x_channels_last: parts.channels_last,
+        y_batch: parts.batch,
+        y_channels_last: parts.channels_last,
         ci,
         co,
-        hw: output,
+        hw: parts.output,
         residual: false,
         lo: f32::NEG_INFINITY.to_bits(),
         hi: f32::INFINITY.to_bits(),
         prelu: false,
-        window: Some(Window {
-            input: [height, width],
-            kernel: [kh, kw],
-            stride: [strides[0], strides[1]],
-            pad: [padded[0].pad_before, padded[1].pad_before],
-        }),
+        window: Some(Window { input: parts.input, kernel: parts.kernel, stride: parts.stride, pad: parts.pad }),
     };
     Ok(Some((op, Tensor::from_shape(&[packed.len()], &packed)?, Tensor::from_shape(&[co], &bias_values)?)))
 }
@@ -1526,12 +1529,7 @@ fn split_columns(x: &[f32], w: usize, s: usize) -> std::borrow::Cow<'_, [f32]> {
     for (line, split) in x.chunks_exact(w).zip(out.chunks_exact_mut(s * wp)) {
         if s == 2 {
             let (even, odd) = split.split_at_mut(wp);
-            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(line.chunks_exact(2)) {
-                (*e, *o) = (pair[0], pair[1]);
-            }
-            if w % 2 == 1 {
-                even[wp - 1] = line[w - 1];
-            }
+            split_by_parity(line, even, odd);
         } else {
             for (i, &v) in line.iter().enumerate() {
                 split[(i % s) * wp + i / s] = v;
