@@ -9,8 +9,9 @@
 //!
 //! Environment: `FACEGATE_PLAN=tract` profiles tract's own plan (`into_optimized`) instead of
 //! the one the binary runs (`model::optimize`, with facegate's kernels); `FACEGATE_NODES=1`
-//! also prints each node's time in the last run on stderr; `FACEGATE_PLAN_DUMP=1` prints the
-//! optimised plan's nodes.
+//! also prints each node's median time over the runs on stderr; `FACEGATE_PLAN_DUMP=1` prints the
+//! optimised plan's nodes; `FACEGATE_ONLY=LABEL` profiles only the cases whose
+//! label starts with LABEL.
 //!
 //! With `--plain N` (run the executable from `target/release/deps/op_profile-*` directly) it
 //! instead prints one JSON line per model with the median of N plain runs (no per-node hook);
@@ -50,7 +51,11 @@ fn main() -> TractResult<()> {
         args.iter().position(|a| a == "--plain").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok());
     let per_node = std::env::var("FACEGATE_NODES").is_ok();
     let nnef = tract_nnef::nnef();
+    let only = std::env::var("FACEGATE_ONLY").ok();
     for (label, name, hw) in CASES {
+        if only.as_deref().is_some_and(|o| !label.starts_with(o)) {
+            continue;
+        }
         let mut model = nnef.model_for_read(&mut &facegate::model::embedded_nnef(name)?[..])?;
         if let Some(hw) = hw {
             model = facegate::model::pin_input_size(model, hw)?;
@@ -98,15 +103,14 @@ fn main() -> TractResult<()> {
             continue;
         }
         let mut per_op: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        let mut node_times: Vec<Vec<f64>> = vec![Vec::new(); plan.model().nodes().len()];
         let mut wall = Vec::new();
         for run in 0..RUNS {
             let t = Instant::now();
             state.run_plan_with_eval(input()?, |ctx, st, node, inputs| {
                 let t = Instant::now();
                 let out = eval(ctx, st, node, inputs);
-                if per_node && run == RUNS - 1 {
-                    eprintln!("node {:>8.3} ms {} {}", 1e3 * t.elapsed().as_secs_f64(), node.name, op_label(node));
-                }
+                node_times[node.id].push(t.elapsed().as_secs_f64());
                 let e = per_op.entry(op_label(node)).or_insert((0, 0.0));
                 if run == 0 {
                     e.0 += 1;
@@ -117,6 +121,17 @@ fn main() -> TractResult<()> {
             wall.push(t.elapsed().as_secs_f64());
         }
         wall.sort_by(f64::total_cmp);
+        if per_node {
+            for node in plan.model().nodes() {
+                let times = &mut node_times[node.id];
+                if times.is_empty() {
+                    continue; // not run by the plan (a constant folded into its consumer)
+                }
+                times.sort_by(f64::total_cmp);
+                let shape = &plan.model().outlet_fact(node.id.into())?.shape;
+                eprintln!("node {:>8.3} ms {} {} {shape:?}", 1e3 * times[times.len() / 2], node.name, op_label(node));
+            }
+        }
         let total: f64 = per_op.values().map(|v| v.1).sum();
         println!(
             "\n### {label} {:?}: median run {:.1} ms over {RUNS} runs (per-node timing on)\n",

@@ -25,6 +25,9 @@ use tract_core::internal::*;
 use tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_core::ops::nn::DataFormat;
 
+mod block;
+pub use block::{substitute_blocks, Block};
+
 /// Replaces every depthwise f32 convolution `substitutable` accepts with [`Depthwise`], with
 /// the ReLU/ReLU6 or PReLU that follows it folded in. Returns how many were replaced. Run it on a decluttered model with concrete shapes.
 pub fn substitute_depthwise(model: &mut TypedModel) -> TractResult<usize> {
@@ -433,6 +436,42 @@ fn run_portable(op: &Depthwise, x: &[f32], kernel: &[f32], bias: &[f32], out: &m
 /// `row`'s even columns into `evens` (`⌈len/2⌉` long), its odd ones into the start of `odds`.
 #[inline(always)]
 fn split_by_parity(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
+    // Compilers keep this strided copy scalar; with AVX2 it is two shuffles per 16 values.
+    #[cfg(target_arch = "x86_64")]
+    if row.len() >= 16 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU was just checked for AVX2, the only feature it enables.
+        unsafe { split_by_parity_avx2(row, evens, odds) };
+        return;
+    }
+    split_by_parity_portable(row, evens, odds)
+}
+
+/// `split_by_parity` 16 values at a time, the rest as the portable code does it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn split_by_parity_avx2(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = row.len() / 16;
+    let (head, rest) = row.split_at(16 * n);
+    let (e_head, e_rest) = evens.split_at_mut(8 * n);
+    let (o_head, o_rest) = odds.split_at_mut(8 * n);
+    for ((pair, e), o) in head.chunks_exact(16).zip(e_head.chunks_exact_mut(8)).zip(o_head.chunks_exact_mut(8)) {
+        // SAFETY: each chunk is 16 (read) or 8 (written) values long.
+        unsafe {
+            let (a, b) = (_mm256_loadu_ps(pair.as_ptr()), _mm256_loadu_ps(pair.as_ptr().add(8)));
+            // Per 128-bit lane [a0 a2 b0 b2 | a4 a6 b4 b6], then the 64-bit pairs reordered.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+            _mm256_storeu_ps(e.as_mut_ptr(), order(even));
+            _mm256_storeu_ps(o.as_mut_ptr(), order(odd));
+        }
+    }
+    split_by_parity_portable(rest, e_rest, o_rest)
+}
+
+#[inline(always)]
+fn split_by_parity_portable(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
     for ((e, o), pair) in evens.iter_mut().zip(odds.iter_mut()).zip(row.chunks_exact(2)) {
         (*e, *o) = (pair[0], pair[1]);
     }
@@ -1274,23 +1313,91 @@ fn pointwise(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) -> TractResult<()> {
+    let p = op.hw[0] * op.hw[1];
+    let x = window_input(op, x);
+    let panel = &mut Vec::new();
+    pointwise_span(op, &x, Planes::whole(p), packed, bias, residual, out, Planes::whole(p), 0..p, panel)
+}
+
+/// The input as the kernels read it: a strided window's with its columns split by phase
+/// (`split_columns`), anything else as it is.
+pub(crate) fn window_input<'a>(op: &Pointwise, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(w) = op.window.as_ref().filter(|_| !op.x_channels_last) {
+        return split_columns(x, w.input[1], w.stride[1]);
+    }
+    let _ = op;
+    std::borrow::Cow::Borrowed(x)
+}
+
+/// Where a buffer of `[C, pixels]` planes holds channel `c`, pixel `q` (numbered over the op's
+/// whole output plane): at `c · stride + q − first`. A whole tensor is `Planes::whole`; a fused
+/// block's row buffers hold a few rows from a later pixel on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Planes {
+    pub stride: usize,
+    pub first: usize,
+}
+
+impl Planes {
+    pub(crate) fn whole(pixels: usize) -> Planes {
+        Planes { stride: pixels, first: 0 }
+    }
+
+    /// One past the last element pixels `..end` of `channels` channels reach.
+    fn extent(&self, channels: usize, end: usize) -> usize {
+        (channels - 1) * self.stride + end - self.first
+    }
+}
+
+/// Output pixels `span` of `op`: read from `x` laid out as `xl` (a strided window's input
+/// already through `window_input`, and whole), written to `out` laid out as `ol` (channel-last
+/// output: pixel `q` at `(q − ol.first) · co`), the residual read as `out` is laid out. `panel`
+/// is the kernels' scratch, grown as needed: a caller running many spans passes the same one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pointwise_span(
+    op: &Pointwise,
+    x: &[f32],
+    xl: Planes,
+    packed: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    ol: Planes,
+    span: std::ops::Range<usize>,
+    panel: &mut Vec<f32>,
+) -> TractResult<()> {
     #[cfg(target_arch = "x86_64")]
     if pointwise_kernel_available() {
-        // A strided window reads the input with its columns split by phase.
-        let split =
-            op.window.as_ref().filter(|_| !op.x_channels_last).map(|w| split_columns(x, w.input[1], w.stride[1]));
-        let x = split.as_deref().unwrap_or(x);
-        // SAFETY: the CPU was just checked for the features each kernel enables; the slices'
-        // lengths were checked against the op's sizes by `eval` (or the tests), which is what
-        // the kernels index by.
+        let (ci, co, p) = (op.ci, op.co, op.hw[0] * op.hw[1]);
+        ensure!(span.start <= span.end && span.end <= p, "pixels {span:?} of {p}");
+        if span.is_empty() {
+            return Ok(());
+        }
+        // What the kernels index by, checked here once.
+        ensure!(span.start >= xl.first && span.start >= ol.first);
+        let x_needs = match &op.window {
+            Some(w) => {
+                ensure!(xl == Planes::whole(p), "a window reads its whole input");
+                let split_width = if op.x_channels_last { w.input[1] } else { w.input[1].div_ceil(w.stride[1]) * w.stride[1] };
+                ci * w.input[0] * split_width
+            }
+            None if op.x_channels_last => (span.end - xl.first) * ci,
+            None => xl.extent(ci, span.end),
+        };
+        let out_needs = if op.y_channels_last { (span.end - ol.first) * co } else { ol.extent(co, span.end) };
+        ensure!(x.len() >= x_needs && out.len() >= out_needs && residual.is_none_or(|r| r.len() >= out_needs));
+        ensure!(packed.len() == co.div_ceil(POINTWISE_ROWS) * op.depth() * POINTWISE_ROWS && bias.len() == co);
+        // SAFETY: the CPU was just checked for the features each kernel enables, and the
+        // slices' lengths against what the kernels index.
         if std::arch::is_x86_feature_detected!("avx512f") {
-            unsafe { pointwise_avx512(op, x, packed, bias, residual, out) };
+            unsafe { pointwise_avx512(op, x, xl, packed, bias, residual, out, ol, span, panel) };
         } else {
-            unsafe { pointwise_avx2(op, x, packed, bias, residual, out) };
+            unsafe { pointwise_avx2(op, x, xl, packed, bias, residual, out, ol, span, panel) };
         }
         return Ok(());
     }
-    let _ = (op, x, packed, bias, residual, out);
+    let _ = (op, x, xl, packed, bias, residual, out, ol, span, panel);
     bail!("FacegatePointwise needs AVX2 and FMA; it is only substituted where they are")
 }
 
@@ -1300,39 +1407,46 @@ fn pointwise(
 /// out.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pointwise_avx2(
     op: &Pointwise,
     x: &[f32],
+    xl: Planes,
     packed: &[f32],
     bias: &[f32],
     residual: Option<&[f32]>,
     out: &mut [f32],
+    ol: Planes,
+    span: std::ops::Range<usize>,
+    panel: &mut Vec<f32>,
 ) {
     use std::arch::x86_64::*;
     const MR: usize = POINTWISE_ROWS;
     const NR: usize = 16;
     // `ci` is the sum's length: the panel's rows (input channels times window taps).
     let (ci, co) = (op.depth(), op.co);
-    let p = op.hw[0] * op.hw[1];
+    let p = span.end;
     let (lo, hi) = (f32::from_bits(op.lo), f32::from_bits(op.hi));
     let clamp = lo != f32::NEG_INFINITY || hi != f32::INFINITY;
     // SAFETY (whole body): `fill_panel` reads `x` by safe indexing; `packed` is
-    // `⌈co/6⌉ × ci × 6`, `bias` is `[co]`, `out` and `residual` are `[co, p]`; every pointer
-    // below stays inside those.
+    // `⌈co/6⌉ × ci × 6`, `bias` is `[co]`, `out` and `residual` hold pixels `span` of `co`
+    // channels as `ol` says (`pointwise_span` checked); every pointer below stays inside those.
     unsafe {
         let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
         // One block of 16 pixels of every input channel, contiguous: read from `x` once (a
         // strided walk over `ci` rows) and then by every block of output channels.
         // The last, partial block is zero-padded in the panel and stored through `tail`.
         let nc = panel_pixels(ci, NR);
-        let mut panel = vec![0f32; ci * nc];
+        if panel.len() < ci * nc {
+            panel.resize(ci * nc, 0.0);
+        }
         let mut tail = [0f32; NR];
-        let mut c0 = 0;
+        let mut c0 = span.start;
         while c0 < p {
             let subs = nc.min(p - c0).div_ceil(NR);
             for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
                 let p0 = c0 + s * NR;
-                fill_panel::<NR>(op, x, sub, p0, NR.min(p - p0));
+                fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
             }
             for block in 0..co.div_ceil(MR) {
                 let rows = MR.min(co - block * MR);
@@ -1369,7 +1483,7 @@ unsafe fn pointwise_avx2(
                             _mm256_storeu_ps(t.as_mut_ptr().add(8), v1);
                         }
                         for j in 0..cols {
-                            let pixel = &mut out[(p0 + j) * co + block * MR..][..rows];
+                            let pixel = &mut out[(p0 - ol.first + j) * co + block * MR..][..rows];
                             for (r, o) in pixel.iter_mut().enumerate() {
                                 *o = tile[r][j];
                             }
@@ -1377,7 +1491,7 @@ unsafe fn pointwise_avx2(
                         continue;
                     }
                     for r in 0..rows {
-                        let row = (block * MR + r) * p + p0;
+                        let row = (block * MR + r) * ol.stride + p0 - ol.first;
                         if cols == NR {
                             for half in 0..2 {
                                 let mut v = acc[r][half];
@@ -1413,12 +1527,13 @@ unsafe fn pointwise_avx2(
 /// panel is its im2col (`fill_window`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], panel: &mut [f32], p0: usize, cols: usize) {
-    let (ci, p) = (op.ci, op.hw[0] * op.hw[1]);
+fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], xl: Planes, panel: &mut [f32], p0: usize, cols: usize) {
+    let ci = op.ci;
     if let Some(window) = &op.window {
         fill_window::<NR>(op, window, x, panel, p0, cols);
     } else if op.x_channels_last {
-        for (j, pixel) in x[p0 * ci..(p0 + cols) * ci].chunks_exact(ci).enumerate() {
+        let q0 = p0 - xl.first;
+        for (j, pixel) in x[q0 * ci..(q0 + cols) * ci].chunks_exact(ci).enumerate() {
             for (i, &v) in pixel.iter().enumerate() {
                 panel[i * NR + j] = v;
             }
@@ -1428,9 +1543,9 @@ fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], panel: &mut [f32], p0:
             if cols == NR {
                 // A fixed-size copy, compiled to a few vector moves rather than a call.
                 let row: &mut [f32; NR] = row.try_into().expect("panel rows are NR long");
-                *row = x[i * p + p0..][..NR].try_into().expect("NR pixels");
+                *row = x[i * xl.stride + p0 - xl.first..][..NR].try_into().expect("NR pixels");
             } else {
-                row[..cols].copy_from_slice(&x[i * p + p0..][..cols]);
+                row[..cols].copy_from_slice(&x[i * xl.stride + p0 - xl.first..][..cols]);
             }
         }
     }
@@ -1552,30 +1667,37 @@ fn store_partial(tail: &[f32], out: &mut [f32], residual: Option<&[f32]>, op: &P
 /// The AVX-512 form of `pointwise_avx2`: blocks of 12 output channels × 32 pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pointwise_avx512(
     op: &Pointwise,
     x: &[f32],
+    xl: Planes,
     packed: &[f32],
     bias: &[f32],
     residual: Option<&[f32]>,
     out: &mut [f32],
+    ol: Planes,
+    span: std::ops::Range<usize>,
+    panel: &mut Vec<f32>,
 ) {
     const MR: usize = POINTWISE_ROWS;
     const NR: usize = 32;
     let (ci, co) = (op.depth(), op.co);
-    let p = op.hw[0] * op.hw[1];
+    let p = span.end;
     // SAFETY (whole body): as in `pointwise_avx2`; each block's store covers rows
     // `block·6 .. block·6 + rows` and pixels `p0 .. p0 + cols` of `out` and `residual`.
     unsafe {
         let nc = panel_pixels(ci, NR);
-        let mut panel = vec![0f32; ci * nc];
-        let mut tile = vec![0f32; 2 * MR * NR];
-        let mut c0 = 0;
+        if panel.len() < ci * nc {
+            panel.resize(ci * nc, 0.0);
+        }
+        let mut tile = if op.y_channels_last { vec![0f32; 2 * MR * NR] } else { Vec::new() };
+        let mut c0 = span.start;
         while c0 < p {
             let subs = nc.min(p - c0).div_ceil(NR);
             for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
                 let p0 = c0 + s * NR;
-                fill_panel::<NR>(op, x, sub, p0, NR.min(p - p0));
+                fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
             }
             // Twelve output channels (two packed blocks) at a time, a last six or fewer alone;
             // each runs over every block of pixels of the panel.
@@ -1590,11 +1712,11 @@ unsafe fn pointwise_avx512(
                     let p0 = c0 + s * NR;
                     // Channel-first `[Co, P]` straight from the registers; channel-last `[P, Co]`
                     // (no residual there) through a tile of `rows` × 32, then pixel by pixel.
-                    let at = block * MR * p + p0;
+                    let at = block * MR * ol.stride + p0 - ol.first;
                     let to = Store512 {
                         out: if op.y_channels_last { tile.as_mut_ptr() } else { out.as_mut_ptr().add(at) },
                         residual: residual.map_or(std::ptr::null(), |r| r.as_ptr().add(at)),
-                        stride: if op.y_channels_last { NR } else { p },
+                        stride: if op.y_channels_last { NR } else { ol.stride },
                         rows,
                         cols: NR.min(p - p0),
                         lo: op.lo,
@@ -1611,7 +1733,7 @@ unsafe fn pointwise_avx512(
                     }
                     if op.y_channels_last {
                         for j in 0..to.cols {
-                            let pixel = &mut out[(p0 + j) * co + block * MR..][..rows];
+                            let pixel = &mut out[(p0 - ol.first + j) * co + block * MR..][..rows];
                             for (r, o) in pixel.iter_mut().enumerate() {
                                 *o = tile[r * NR + j];
                             }
@@ -1746,6 +1868,18 @@ mod tests {
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 * 0.7311 + seed).sin() * 1.7).fract()).collect()
+    }
+
+    #[test]
+    fn split_by_parity_matches_the_portable_split() {
+        for len in 0..70 {
+            let row = values(len, len as f32);
+            let (mut evens, mut odds) = (vec![f32::NAN; len.div_ceil(2)], vec![f32::NAN; len / 2]);
+            split_by_parity(&row, &mut evens, &mut odds);
+            let want_evens: Vec<f32> = row.iter().step_by(2).copied().collect();
+            let want_odds: Vec<f32> = row.iter().skip(1).step_by(2).copied().collect();
+            assert_eq!((evens, odds), (want_evens, want_odds), "length {len}");
+        }
     }
 
     #[test]
@@ -1895,16 +2029,21 @@ mod tests {
             // The AVX2 kernel too, where the dispatch above took the AVX-512 one.
             let mut avx2 = vec![f32::NAN; want.len()];
             // SAFETY: `pointwise_kernel_available` checked AVX2 and FMA; sizes as the op says.
-            unsafe { pointwise_avx2(&op, &x, &packed, &bias, residual.as_deref(), &mut avx2) };
+            let (p, whole) = (h * w, Planes::whole(h * w));
+            unsafe {
+                pointwise_avx2(&op, &x, whole, &packed, &bias, residual.as_deref(), &mut avx2, whole, 0..p, &mut vec![])
+            };
             // And the input channels last ([H, W, Ci]), through both kernels.
-            let p = h * w;
             let x_last: Vec<f32> = (0..p * ci).map(|k| x[(k % ci) * p + k / ci]).collect();
             let last = Pointwise { x_channels_last: true, ..op.clone() };
             let mut got_last = vec![f32::NAN; want.len()];
             pointwise(&last, &x_last, &packed, &bias, residual.as_deref(), &mut got_last).unwrap();
             let mut avx2_last = vec![f32::NAN; want.len()];
             // SAFETY: as above.
-            unsafe { pointwise_avx2(&last, &x_last, &packed, &bias, residual.as_deref(), &mut avx2_last) };
+            unsafe {
+                let avx2 = &mut avx2_last;
+                pointwise_avx2(&last, &x_last, whole, &packed, &bias, residual.as_deref(), avx2, whole, 0..p, &mut vec![])
+            };
             for (j, r) in want.iter().enumerate() {
                 let tolerance = 1e-5 * (1.0 + r.abs()) * ci as f32;
                 for (what, v) in [
@@ -1997,7 +2136,8 @@ mod tests {
             // SAFETY: `pointwise_kernel_available` checked AVX2 and FMA; sizes as the op says.
             let mut avx2 = vec![f32::NAN; want.len()];
             let split = if channels_last { (&x[..]).into() } else { split_columns(&x, input[1], stride[1]) };
-            unsafe { pointwise_avx2(&op, &split, &packed, &bias, None, &mut avx2) };
+            let (p, whole) = (op.hw[0] * op.hw[1], Planes::whole(op.hw[0] * op.hw[1]));
+            unsafe { pointwise_avx2(&op, &split, whole, &packed, &bias, None, &mut avx2, whole, 0..p, &mut vec![]) };
             for (i, ((&g, &a), &r)) in got.iter().zip(&avx2).zip(&want).enumerate() {
                 let tol = 1e-5 * (1.0 + r.abs());
                 assert!((g - r).abs() <= tol && (a - r).abs() <= tol, "{op:?} at {i}: {g} / avx2 {a} vs {r}");

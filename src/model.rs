@@ -209,6 +209,7 @@ pub fn optimize(mut typed: TypedModel) -> TractResult<TypedModel> {
     crate::kernels::substitute_depthwise(&mut typed)?;
     crate::kernels::substitute_dense(&mut typed)?;
     crate::kernels::substitute_pointwise(&mut typed)?;
+    crate::kernels::substitute_blocks(&mut typed)?;
     typed.optimize()?;
     Ok(typed)
 }
