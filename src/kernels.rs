@@ -1444,9 +1444,15 @@ unsafe fn pointwise_avx2(
         let mut c0 = span.start;
         while c0 < p {
             let subs = nc.min(p - c0).div_ceil(NR);
-            for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
-                let p0 = c0 + s * NR;
-                fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
+            match &op.window {
+                // A channel-first window's im2col, tap by tap over the whole panel.
+                Some(window) if !op.x_channels_last => fill_window::<NR>(op, window, x, panel, c0, nc.min(p - c0)),
+                _ => {
+                    for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
+                        let p0 = c0 + s * NR;
+                        fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
+                    }
+                }
             }
             for block in 0..co.div_ceil(MR) {
                 let rows = MR.min(co - block * MR);
@@ -1551,50 +1557,59 @@ fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], xl: Planes, panel: &mu
     }
 }
 
-/// The im2col panel of output pixels `p0..p0 + cols` of a windowed op: row `(c·kh + ky)·kw + kx`
-/// (the OIHW weights' order) holds, for each pixel `(oy, ox)`, input `x[c, oy·sy + ky − pt,
-/// ox·sx + kx − pl]`, zero outside the input. `x` comes with each row's columns split by phase
-/// (`split_columns`), so every tap's run is a contiguous copy at any stride.
+/// The im2col panel of output pixels `p0..p0 + cols` of a windowed op, as blocks of `NR`
+/// pixels (`depth` rows of `NR` each, one after the other): row `(c·kh + ky)·kw + kx` (the OIHW
+/// weights' order) holds, for each pixel `(oy, ox)`, input `x[c, oy·sy + ky − pt, ox·sx + kx −
+/// pl]`, zero outside the input. `x` comes with each row's columns split by phase
+/// (`split_columns`), so every tap's run is a contiguous copy at any stride. Tap by tap over
+/// all the blocks, so each input row is read in one sweep.
 #[cfg(target_arch = "x86_64")]
 fn fill_window<const NR: usize>(op: &Pointwise, window: &Window, x: &[f32], panel: &mut [f32], p0: usize, cols: usize) {
     let Window { input: [h, w], kernel: [kh, kw], stride: [sy, sx], pad: [pt, pl] } = *window;
     if op.x_channels_last {
         return fill_window_channels_last::<NR>(op, window, x, panel, p0, cols);
     }
-    let (ow, wp) = (op.hw[1], w.div_ceil(sx));
-    // Output pixels a run at a time, each run within one output row.
-    let mut j = 0;
-    while j < cols {
-        let (oy, ox0) = ((p0 + j) / ow, (p0 + j) % ow);
-        let n = (ow - ox0).min(cols - j);
-        for c in 0..op.ci {
-            for ky in 0..kh {
-                let iy = (oy * sy + ky).checked_sub(pt).filter(|&iy| iy < h);
-                let split = iy.map(|iy| &x[(c * h + iy) * sx * wp..][..sx * wp]);
-                for kx in 0..kw {
-                    let row = &mut panel[((c * kh + ky) * kw + kx) * NR + j..][..n];
-                    let Some(split) = split else {
+    let (ow, wp, depth) = (op.hw[1], w.div_ceil(sx), op.depth());
+    for c in 0..op.ci {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let tap = (c * kh + ky) * kw + kx;
+                // Column (ox0 + t)·sx + kx − pl is element ox0 + t + shift of phase `r`, which
+                // holds `len` columns.
+                let d = kx as isize - pl as isize;
+                let (r, shift) = (d.rem_euclid(sx as isize) as usize, d.div_euclid(sx as isize));
+                let len = w.saturating_sub(r).div_ceil(sx) as isize;
+                // Output pixels a run at a time, each run within one output row and one block.
+                let mut j = 0;
+                while j < cols {
+                    let (oy, ox0) = ((p0 + j) / ow, (p0 + j) % ow);
+                    let n = (ow - ox0).min(cols - j).min(NR - j % NR);
+                    let row = &mut panel[(j / NR * depth + tap) * NR + j % NR..][..n];
+                    j += n;
+                    let Some(iy) = (oy * sy + ky).checked_sub(pt).filter(|&iy| iy < h) else {
                         row.fill(0.0);
                         continue;
                     };
-                    // Column (ox0 + t)·sx + kx − pl is element ox0 + t + shift of phase `r`,
-                    // which holds `len` columns.
-                    let d = kx as isize - pl as isize;
-                    let (r, shift) = (d.rem_euclid(sx as isize) as usize, d.div_euclid(sx as isize));
-                    let len = w.saturating_sub(r).div_ceil(sx) as isize;
+                    let phase = &x[(c * h + iy) * sx * wp + r * wp..][..wp];
                     let at = ox0 as isize + shift;
                     let first = (-at).clamp(0, n as isize) as usize;
                     let last = (len - at).clamp(first as isize, n as isize) as usize;
+                    let start = (at + first as isize) as usize;
+                    if last - first == NR {
+                        // A whole block inside the row: a fixed-size copy, a few vector moves
+                        // rather than a call.
+                        let row: &mut [f32; NR] = row.try_into().expect("NR pixels");
+                        *row = phase[start..][..NR].try_into().expect("NR pixels");
+                        continue;
+                    }
                     row[..first].fill(0.0);
                     row[last..].fill(0.0);
                     if first < last {
-                        let start = (at + first as isize) as usize;
-                        row[first..last].copy_from_slice(&split[r * wp + start..][..last - first]);
+                        row[first..last].copy_from_slice(&phase[start..][..last - first]);
                     }
                 }
             }
         }
-        j += n;
     }
 }
 
@@ -1695,9 +1710,15 @@ unsafe fn pointwise_avx512(
         let mut c0 = span.start;
         while c0 < p {
             let subs = nc.min(p - c0).div_ceil(NR);
-            for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
-                let p0 = c0 + s * NR;
-                fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
+            match &op.window {
+                // A channel-first window's im2col, tap by tap over the whole panel.
+                Some(window) if !op.x_channels_last => fill_window::<NR>(op, window, x, panel, c0, nc.min(p - c0)),
+                _ => {
+                    for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
+                        let p0 = c0 + s * NR;
+                        fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
+                    }
+                }
             }
             // Twelve output channels (two packed blocks) at a time, a last six or fewer alone;
             // each runs over every block of pixels of the panel.
