@@ -26,7 +26,9 @@ use tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_core::ops::nn::DataFormat;
 
 mod block;
+mod upsample;
 pub use block::{substitute_blocks, Block};
+pub use upsample::{substitute_upsample, Upsample};
 
 /// Replaces every depthwise f32 convolution `substitutable` accepts with [`Depthwise`], with
 /// the ReLU/ReLU6 or PReLU that follows it folded in. Returns how many were replaced. Run it on a decluttered model with concrete shapes.
@@ -986,7 +988,8 @@ fn sole_successor(model: &TypedModel, id: usize) -> Option<(usize, usize)> {
 }
 
 /// If node `id` is a 1×1 convolution that [`Pointwise`] computes (an f32 `EinSum` of a
-/// `[Ci, H, W]` activation with a constant `[Co, Ci]` weight matrix into `[Co, H, W]`, at least
+/// `[Ci, H, W]` activation with a constant `[Co, Ci]` weight matrix, or `[Ci]` vector for one
+/// channel, into `[Co, H, W]`, at least
 /// `MIN_POINTWISE_PIXELS` pixels), the op, the nodes fused after it (bias `Add`, then a residual
 /// `Add`, then an activation: `activation_after`) and what to wire.
 fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwise, Vec<usize>, PointwiseWires)>> {
@@ -1019,20 +1022,23 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
     // first layers), either with a batch axis of 1 in front, and y is [Co, H, W], or
     // [1, Co, H, W]. Then every axis must be where out[o, h, w] = Σ_i w[o, i] · x[i, h, w] has it.
     let axes: Vec<_> = einsum.axes.iter_all_axes().collect();
-    if ws.len() != 2 || !(3..=4).contains(&xs.len()) || !(3..=4).contains(&ys.len()) {
+    // A single output channel's weights come as a vector `[Ci]` (`NIHW,I->NOHW`).
+    let single = ws.len() == 1;
+    if !(1..=2).contains(&ws.len()) || !(3..=4).contains(&xs.len()) || !(3..=4).contains(&ys.len()) {
         return Ok(None);
     }
     let (x_batch, y_batch) = (xs.len() == 4, ys.len() == 4);
     let (xb, yb) = (usize::from(x_batch), usize::from(y_batch));
-    let Some(k_axis) = axes.iter().find(|a| a.inputs.len() == 2 && a.inputs[w_slot][..] == [1]) else {
+    let w_k = usize::from(!single);
+    let Some(k_axis) = axes.iter().find(|a| a.inputs.len() == 2 && a.inputs[w_slot][..] == [w_k]) else {
         return Ok(None);
     };
     let x_channels_last = k_axis.inputs[x_slot][..] == [xb + 2];
     let (xk, xh, xw) = if x_channels_last { (xb + 2, xb, xb + 1) } else { (xb, xb + 1, xb + 2) };
-    let (ci, h, wd, co) = (xs[xk], xs[xh], xs[xw], ws[0]);
+    let (ci, h, wd, co) = (xs[xk], xs[xh], xs[xw], if single { 1 } else { ws[0] });
     if x.datum_type != f32::datum_type()
         || w.datum_type != f32::datum_type()
-        || ws[1] != ci
+        || ws[w_k] != ci
         || ys[yb..] != [co, h, wd]
         || (x_batch && xs[0] != 1)
         || (y_batch && ys[0] != 1)
@@ -1041,8 +1047,8 @@ fn pointwise_chain(model: &TypedModel, id: usize) -> TractResult<Option<(Pointwi
         return Ok(None);
     }
     let mut expected: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> = vec![
-        (vec![xk], vec![1], vec![]),
-        (vec![], vec![0], vec![yb]),
+        (vec![xk], vec![w_k], vec![]),
+        (vec![], if single { vec![] } else { vec![0] }, vec![yb]),
         (vec![xh], vec![], vec![yb + 1]),
         (vec![xw], vec![], vec![yb + 2]),
     ];
@@ -2288,6 +2294,50 @@ mod tests {
         Ok(())
     }
 
+    /// A 1×1 convolution to one channel (CenterFace's heatmap), whose weights declutter turns
+    /// into a vector (`NIHW,I->NOHW`): substituted, same outputs as tract.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn single_channel_pointwise_matches_tract() -> TractResult<()> {
+        use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+        if !pointwise_kernel_available() {
+            eprintln!("skipped: this CPU has no AVX2+FMA, so FacegatePointwise is never substituted");
+            return Ok(());
+        }
+        let (c, h, w) = (24, 11, 16);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, c, h, w]))?;
+        let k = model.add_const("k", Tensor::from_shape(&[1, c, 1, 1], &values(c, 1.0))?)?;
+        let b = model.add_const("b", Tensor::from_shape(&[1], &[-0.25f32])?)?;
+        let op = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![1, 1],
+                padding: PaddingSpec::Valid,
+                dilations: None,
+                strides: None,
+                input_channels: c,
+                output_channels: 1,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model.wire_node("heatmap", op, &[x, k, b])?[0];
+        model.select_output_outlets(&[y])?;
+        let input = Tensor::from_shape(&[1, c, h, w], &values(c * h * w, 5.0))?;
+        let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
+        let ours = crate::model::optimize(model)?;
+        assert!(ours.nodes().iter().any(|n| n.op_as::<Pointwise>().is_some_and(|p| p.co == 1)), "substituted");
+        let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
+        let (theirs, ours) = (theirs[0].to_plain_array_view::<f32>()?, ours[0].to_plain_array_view::<f32>()?);
+        assert_eq!(theirs.shape(), ours.shape());
+        for (t, o) in theirs.iter().zip(ours.iter()) {
+            assert!((t - o).abs() <= 1e-5 * (1.0 + t.abs()) * c as f32, "{o} vs tract's {t}");
+        }
+        Ok(())
+    }
+
     /// A depthwise and a 1×1 convolution, each followed by a PReLU written as MobileFaceNet's
     /// export writes it (`y + alpha · min(y, 0)`): both folded, same outputs as tract.
     #[test]
@@ -2421,3 +2471,4 @@ mod tests {
         Ok(())
     }
 }
+

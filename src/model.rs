@@ -208,6 +208,7 @@ pub fn optimize(mut typed: TypedModel) -> TractResult<TypedModel> {
     typed.declutter()?;
     crate::kernels::substitute_depthwise(&mut typed)?;
     crate::kernels::substitute_dense(&mut typed)?;
+    crate::kernels::substitute_upsample(&mut typed)?;
     crate::kernels::substitute_pointwise(&mut typed)?;
     crate::kernels::substitute_blocks(&mut typed)?;
     typed.optimize()?;
