@@ -27,7 +27,7 @@ use tract_core::ops::nn::DataFormat;
 
 mod block;
 mod upsample;
-pub use block::{substitute_blocks, Block};
+pub use block::{channels_first_prefixes, substitute_blocks, Block};
 pub use upsample::{substitute_upsample, Upsample};
 
 /// Replaces every depthwise f32 convolution `substitutable` accepts with [`Depthwise`], with
@@ -1320,6 +1320,23 @@ fn pointwise(
     out: &mut [f32],
 ) -> TractResult<()> {
     let p = op.hw[0] * op.hw[1];
+    // A channel-last window (FaceRes' and MobileFaceNet's first layers) reads a channel-first
+    // copy of its input: one transpose, then whole runs per tap rather than `Ci` values per
+    // pixel and tap.
+    let first = op.window.as_ref().filter(|_| op.x_channels_last).map(|w| {
+        let (ci, plane) = (op.ci, w.input[0] * w.input[1]);
+        let mut planes = vec![0f32; ci * plane];
+        for (at, pixel) in x.chunks_exact(ci).enumerate().take(plane) {
+            for (c, &v) in pixel.iter().enumerate() {
+                planes[c * plane + at] = v;
+            }
+        }
+        (Pointwise { x_channels_last: false, ..op.clone() }, planes)
+    });
+    let (op, x) = match &first {
+        Some((op, planes)) => (op, &planes[..]),
+        None => (op, x),
+    };
     let x = window_input(op, x);
     let panel = &mut Vec::new();
     pointwise_span(op, &x, Planes::whole(p), packed, bias, residual, out, Planes::whole(p), 0..p, panel)

@@ -210,6 +210,7 @@ pub fn optimize(mut typed: TypedModel) -> TractResult<TypedModel> {
     crate::kernels::substitute_dense(&mut typed)?;
     crate::kernels::substitute_upsample(&mut typed)?;
     crate::kernels::substitute_pointwise(&mut typed)?;
+    crate::kernels::channels_first_prefixes(&mut typed)?;
     crate::kernels::substitute_blocks(&mut typed)?;
     typed.optimize()?;
     Ok(typed)

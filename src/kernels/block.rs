@@ -75,6 +75,66 @@ fn fuse_blocks(model: &mut TypedModel, min_expanded_bytes: usize) -> TractResult
     Ok(fused)
 }
 
+/// Turns channel-last prefixes channel-first: a windowed [`Pointwise`] writing `[H, W, C]`
+/// (FaceRes' and MobileFaceNet's first layers, NHWC models), the channel-last [`Depthwise`]
+/// that is its only consumer, and the [`Pointwise`] reading that channel-last as the
+/// depthwise output's only consumer become the same three ops on `[C, H, W]` planes, which
+/// the depthwise kernel runs faster (FaceRes' 32 channels at 112×112: 0.9 ms channel-last).
+/// Returns how many prefixes were turned.
+pub fn channels_first_prefixes(model: &mut TypedModel) -> TractResult<usize> {
+    let mut turned = 0;
+    for id in model.eval_order()? {
+        let Some(conv) = model.node(id).op_as::<Pointwise>() else {
+            continue;
+        };
+        if conv.window.is_none() || !conv.y_channels_last {
+            continue;
+        }
+        let Some((d, 0)) = sole_successor(model, id) else {
+            continue;
+        };
+        let Some(depthwise) = model.node(d).op_as::<Depthwise>() else {
+            continue;
+        };
+        let Some((p, 0)) = sole_successor(model, d) else {
+            continue;
+        };
+        let Some(project) = model.node(p).op_as::<Pointwise>() else {
+            continue;
+        };
+        if !depthwise.channels_last
+            || depthwise.batch_axis != conv.y_batch
+            || depthwise.input != conv.hw
+            || depthwise.channels != conv.co
+            || project.window.is_some()
+            || !project.x_channels_last
+            || project.x_batch != depthwise.batch_axis
+            || project.hw != depthwise.output
+        {
+            continue;
+        }
+        let conv = Pointwise { y_channels_last: false, ..conv.clone() };
+        let depthwise = Depthwise { channels_last: false, ..depthwise.clone() };
+        let project = Pointwise { x_channels_last: false, ..project.clone() };
+        let mut patch = TypedModelPatch::default();
+        let mut y = patch.taps(model, &model.node(id).inputs)?;
+        for (node, op) in [(id, Box::new(conv) as Box<dyn TypedOp>), (d, Box::new(depthwise)), (p, Box::new(project))] {
+            let mut inputs = tvec![y[0]];
+            if node != id {
+                inputs.extend(patch.taps(model, &model.node(node).inputs[1..])?);
+            } else {
+                inputs = y.clone();
+            }
+            y = patch.wire_node(format!("{}.channels_first", model.node(node).name), op, &inputs)?;
+        }
+        patch.shunt_outside(model, p.into(), y[0])?;
+        patch.apply(model)?;
+        turned += 1;
+    }
+    model.compact()?;
+    Ok(turned)
+}
+
 /// The block starting at node `id`, if it is one: a channel-first [`Pointwise`] (1×1 or a
 /// window) without a residual whose only consumer is a channel-first 3×3 [`Depthwise`] with
 /// stride 1 and padding 1 or stride 2 and padding 0 or 1 (as much above as before), whose
@@ -467,6 +527,66 @@ mod tests {
         model.select_output_outlets(&[y])?;
         model.declutter()?;
         Ok(model)
+    }
+
+    /// FaceRes' start: an NHWC input moved to NCHW, then a 3×3 stride-2 convolution, ReLU,
+    /// depthwise 3×3 and 1×1. tract's declutter pushes the move into the convolutions, leaving
+    /// the first two channel-last; they are turned channel-first, the same outputs as tract's.
+    #[test]
+    fn channel_last_prefix_turns_channel_first() -> TractResult<()> {
+        if !pointwise_kernel_available() {
+            eprintln!("skipped: this CPU has no AVX2+FMA, so the prefix keeps tract's ops");
+            return Ok(());
+        }
+        let (c, h, w) = (3, 30, 44);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, h, w, c]))?;
+        let x = model.wire_node("to_nchw", AxisOp::Move(3, 1), &[x])?[0];
+        let conv = |model: &mut TypedModel, name: &str, x: OutletId, [i, o]: [usize; 2], k: usize, group: usize,
+                    stride: usize|
+         -> TractResult<OutletId> {
+            let kernel = Tensor::from_shape(&[o, i / group, k, k], &values(o * i / group * k * k, k as f32))?;
+            let kernel = model.add_const(format!("{name}.k"), kernel)?;
+            let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[o], &values(o, 1.0))?)?;
+            let op = Conv {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec![k, k],
+                    padding: if k == 3 { PaddingSpec::SameUpper } else { PaddingSpec::Valid },
+                    dilations: None,
+                    strides: Some(tvec![stride, stride]),
+                    input_channels: i,
+                    output_channels: o,
+                },
+                kernel_fmt: KernelFormat::OIHW,
+                group,
+                q_params: None,
+            };
+            Ok(model.wire_node(name, op, &[x, kernel, b])?[0])
+        };
+        let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
+        let y = conv(&mut model, "first", x, [c, 16], 3, 1, 2)?;
+        let y = model.wire_node("relu", math::max(), &[y, zero])?[0];
+        let y = conv(&mut model, "dw", y, [16, 16], 3, 16, 1)?;
+        let y = conv(&mut model, "pw", y, [16, 8], 1, 1, 1)?;
+        model.select_output_outlets(&[y])?;
+        let input = Tensor::from_shape(&[1, h, w, c], &values(c * h * w, 7.0))?;
+        let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;
+        let ours = crate::model::optimize(model)?;
+        // Turned by `channels_first_prefixes` (which names what it wires so), not laid out so
+        // from the start.
+        let turned = |n: &TypedNode| n.name.ends_with(".channels_first");
+        let depthwise: Vec<_> = ours.nodes().iter().filter(|n| n.op_as::<Depthwise>().is_some()).collect();
+        assert_eq!(depthwise.len(), 1);
+        assert!(turned(depthwise[0]) && !depthwise[0].op_as::<Depthwise>().is_some_and(|d| d.channels_last));
+        assert_eq!(ours.nodes().iter().filter(|n| turned(n)).count(), 3, "convolution, depthwise, 1x1");
+        let ours = ours.into_runnable()?.run(tvec![input.into_tvalue()])?;
+        let (theirs, ours) = (theirs[0].to_plain_array_view::<f32>()?, ours[0].to_plain_array_view::<f32>()?);
+        assert_eq!(theirs.shape(), ours.shape());
+        for (t, o) in theirs.iter().zip(ours.iter()) {
+            assert!((t - o).abs() <= 1e-4 * (1.0 + t.abs()), "{o} vs tract's {t}");
+        }
+        Ok(())
     }
 
     /// Fused blocks against the same layers unfused (facegate's kernels one by one) and against
