@@ -46,6 +46,8 @@ fn op_label(node: &TypedNode) -> String {
 }
 
 fn main() -> TractResult<()> {
+    // As the binary does first thing: freed tensors' memory stays in the process.
+    facegate::model::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let plain: Option<usize> =
         args.iter().position(|a| a == "--plain").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok());

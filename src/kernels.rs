@@ -17,9 +17,17 @@
 //!   (`FacegateConv`: CenterFace's first layer and head, FaceRes' and MobileFaceNet's first
 //!   layers) over an im2col panel built per block of pixels, never the whole im2col matrix.
 //!   ARM keeps tract's NEON matrix kernels.
+//! * [`Block`] (`block.rs`), x86_64 as the 1×1 kernel: an expansion, the 3×3 depthwise layer
+//!   reading it and the 1×1 projection reading that, run a group of rows at a time through
+//!   buffers that stay in L2, where the expanded tensor is 3 MB or more (CenterFace's 240×320
+//!   to 60×80 blocks); unfused, those tensors streamed through memory twice. The same file turns
+//!   the channel-last prefixes of the NHWC models (first layer, depthwise, 1×1) channel-first.
+//! * [`Upsample`] (`upsample.rs`), x86_64 as the 1×1 kernel: 2×2 stride-2 transposed
+//!   convolutions (CenterFace's upsampling) as four row blocks of the 1×1 kernel, with the batch
+//!   norm, ReLU and lateral addition after them folded in.
 //!
-//! Both are tested against textbook references and against tract's own ops on whole graphs
-//! (tests below), and through the models' golden tests.
+//! All are tested against textbook references and against tract's own ops on whole graphs
+//! (tests here and in the submodules), and through the models' golden tests.
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::conv::{Conv, KernelFormat};

@@ -471,6 +471,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 }
 
 fn main() {
+    facegate::model::keep_freed_memory();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
