@@ -440,3 +440,30 @@ impl Model {
             .map_err(|e| ModelError::Runtime { model: m.name.clone(), source: e })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// After `keep_freed_memory`, a tensor-sized buffer freed and allocated again reuses pages
+    /// the process already holds: the second round takes (almost) no page faults, where glibc's
+    /// defaults unmap the buffer and fault every page in again (5,000 for 20 MB).
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+    #[test]
+    fn freed_tensor_memory_is_reused_without_page_faults() {
+        fn minor_faults() -> i64 {
+            // SAFETY: getrusage writes the struct it is given.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) }, 0);
+            usage.ru_minflt
+        }
+        super::keep_freed_memory();
+        let touch = || {
+            let buffer = vec![1u8; 20 << 20];
+            std::hint::black_box(&buffer);
+        };
+        touch();
+        let before = minor_faults();
+        touch();
+        let faults = minor_faults() - before;
+        assert!(faults < 500, "{faults} page faults re-allocating 20 MB");
+    }
+}
