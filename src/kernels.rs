@@ -1376,6 +1376,7 @@ impl Planes {
     }
 
     /// One past the last element pixels `..end` of `channels` channels reach.
+    #[cfg(target_arch = "x86_64")]
     fn extent(&self, channels: usize, end: usize) -> usize {
         (channels - 1) * self.stride + end - self.first
     }
