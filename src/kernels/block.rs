@@ -154,6 +154,7 @@ fn block_at(model: &TypedModel, id: usize, min_expanded_bytes: usize) -> Option<
         || depthwise.channels != expand.co
         || depthwise.input != expand.hw
         || depthwise.kernel != [3, 3]
+        || depthwise.input[1] < 2
         || sy != sx
         || !(sy == 1 && depthwise.pad == [1, 1] || sy == 2 && depthwise.pad[0] == depthwise.pad[1] && depthwise.pad[0] <= 1)
     {

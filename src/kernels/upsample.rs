@@ -106,25 +106,28 @@ fn upsample_at(model: &TypedModel, id: usize) -> TractResult<Option<(Upsample, u
     if k.rank() != 4 || k.shape()[o_axis] != co || k.shape()[i_axis] != ci {
         return Ok(None);
     }
-    // What follows: scale, shift, activation, lateral addition.
-    let (mut scale, mut shift) = (vec![1f32; co], vec![0f32; co]);
-    let mut at = id;
-    for (step, is) in [(0, "mul"), (1, "add")] {
-        let Some((next, slot)) = sole_successor(model, at) else { break };
+    // What follows: a per-channel scale (`Mul`) and shift (`Add`) by constants, each optional,
+    // then an activation and a lateral addition.
+    let folded = |at: usize, is_mul: bool| -> Option<(usize, Vec<f32>)> {
+        let (next, slot) = sole_successor(model, at)?;
         let n = model.node(next);
-        let bin = n.op_as::<TypedBinOp>();
-        let matches = if is == "mul" { bin.is_some_and(|b| b.0.is::<Mul>()) } else { bin.is_some_and(|b| b.0.is::<Add>()) };
-        if !matches || n.inputs.len() != 2 || model.outlet_fact(n.inputs[1 - slot])?.konst.is_none() {
-            continue;
+        let bin = n.op_as::<TypedBinOp>()?;
+        if !(if is_mul { bin.0.is::<Mul>() } else { bin.0.is::<Add>() }) || n.inputs.len() != 2 {
+            return None;
         }
-        let Some(values) = per_channel(model, n.inputs[1 - slot], co, 3) else { break };
-        if step == 0 {
-            scale = values;
-        } else {
-            shift = values;
-        }
+        let other = n.inputs[1 - slot];
+        model.outlet_fact(other).ok()?.konst.as_ref()?;
+        Some((next, per_channel(model, other, co, 3)?))
+    };
+    let mut at = id;
+    let scale = folded(at, true).map_or(vec![1f32; co], |(next, v)| {
         at = next;
-    }
+        v
+    });
+    let shift = folded(at, false).map_or(vec![0f32; co], |(next, v)| {
+        at = next;
+        v
+    });
     let act = activation_after(model, at, co, 3)?;
     if act.prelu.is_some() {
         return Ok(None);
