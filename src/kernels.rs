@@ -1328,10 +1328,21 @@ fn pointwise(
     out: &mut [f32],
 ) -> TractResult<()> {
     let p = op.hw[0] * op.hw[1];
-    // A channel-last window (FaceRes' and MobileFaceNet's first layers) reads a channel-first
-    // copy of its input: one transpose, then whole runs per tap rather than `Ci` values per
-    // pixel and tap.
-    let first = op.window.as_ref().filter(|_| op.x_channels_last).map(|w| {
+    let x = window_input(op, x);
+    let panel = &mut Vec::new();
+    pointwise_span(op, &x, Planes::whole(p), packed, bias, residual, out, Planes::whole(p), 0..p, panel)
+}
+
+/// The input as the kernels read it: a window's as channel-first planes (a channel-last one,
+/// FaceRes' and MobileFaceNet's first layers, transposed once, so each tap is a run rather
+/// than `Ci` values per pixel) with each row's columns split by phase (`split_columns`);
+/// anything else as it is.
+pub(crate) fn window_input<'a>(op: &Pointwise, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(w) = &op.window {
+        if !op.x_channels_last {
+            return split_columns(x, w.input[1], w.stride[1]);
+        }
         let (ci, plane) = (op.ci, w.input[0] * w.input[1]);
         let mut planes = vec![0f32; ci * plane];
         for (at, pixel) in x.chunks_exact(ci).enumerate().take(plane) {
@@ -1339,23 +1350,7 @@ fn pointwise(
                 planes[c * plane + at] = v;
             }
         }
-        (Pointwise { x_channels_last: false, ..op.clone() }, planes)
-    });
-    let (op, x) = match &first {
-        Some((op, planes)) => (op, &planes[..]),
-        None => (op, x),
-    };
-    let x = window_input(op, x);
-    let panel = &mut Vec::new();
-    pointwise_span(op, &x, Planes::whole(p), packed, bias, residual, out, Planes::whole(p), 0..p, panel)
-}
-
-/// The input as the kernels read it: a strided window's with its columns split by phase
-/// (`split_columns`), anything else as it is.
-pub(crate) fn window_input<'a>(op: &Pointwise, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(w) = op.window.as_ref().filter(|_| !op.x_channels_last) {
-        return split_columns(x, w.input[1], w.stride[1]);
+        return std::borrow::Cow::Owned(split_columns(&planes, w.input[1], w.stride[1]).into_owned());
     }
     let _ = op;
     std::borrow::Cow::Borrowed(x)
@@ -1382,8 +1377,8 @@ impl Planes {
     }
 }
 
-/// Output pixels `span` of `op`: read from `x` laid out as `xl` (a strided window's input
-/// already through `window_input`, and whole), written to `out` laid out as `ol` (channel-last
+/// Output pixels `span` of `op`: read from `x` laid out as `xl` (a window's input already
+/// through `window_input`, and whole), written to `out` laid out as `ol` (channel-last
 /// output: pixel `q` at `(q − ol.first) · co`), the residual read as `out` is laid out. `panel`
 /// is the kernels' scratch, grown as needed: a caller running many spans passes the same one.
 #[allow(clippy::too_many_arguments)]
@@ -1411,8 +1406,7 @@ pub(crate) fn pointwise_span(
         let x_needs = match &op.window {
             Some(w) => {
                 ensure!(xl == Planes::whole(p), "a window reads its whole input");
-                let split_width = if op.x_channels_last { w.input[1] } else { w.input[1].div_ceil(w.stride[1]) * w.stride[1] };
-                ci * w.input[0] * split_width
+                ci * w.input[0] * w.input[1].div_ceil(w.stride[1]) * w.stride[1]
             }
             None if op.x_channels_last => (span.end - xl.first) * ci,
             None => xl.extent(ci, span.end),
@@ -1477,9 +1471,9 @@ unsafe fn pointwise_avx2(
         while c0 < p {
             let subs = nc.min(p - c0).div_ceil(NR);
             match &op.window {
-                // A channel-first window's im2col, tap by tap over the whole panel.
-                Some(window) if !op.x_channels_last => fill_window::<NR>(op, window, x, panel, c0, nc.min(p - c0)),
-                _ => {
+                // A window's im2col, tap by tap over the whole panel.
+                Some(window) => fill_window::<NR>(op, window, x, panel, c0, nc.min(p - c0)),
+                None => {
                     for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
                         let p0 = c0 + s * NR;
                         fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
@@ -1561,15 +1555,13 @@ unsafe fn pointwise_avx2(
 
 /// Copies pixels `p0..p0 + cols` of every input channel into `panel` (`ci` rows of `NR`), the
 /// pixels contiguous; past `cols` the panel keeps what it held, which only feeds outputs that
-/// are not stored. A channel-last input (`[P, Ci]`) is transposed on the way; a windowed op's
-/// panel is its im2col (`fill_window`).
+/// are not stored. A channel-last input (`[P, Ci]`) is transposed on the way. (A windowed op's
+/// panel is its im2col, `fill_window`.)
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], xl: Planes, panel: &mut [f32], p0: usize, cols: usize) {
     let ci = op.ci;
-    if let Some(window) = &op.window {
-        fill_window::<NR>(op, window, x, panel, p0, cols);
-    } else if op.x_channels_last {
+    if op.x_channels_last {
         let q0 = p0 - xl.first;
         for (j, pixel) in x[q0 * ci..(q0 + cols) * ci].chunks_exact(ci).enumerate() {
             for (i, &v) in pixel.iter().enumerate() {
@@ -1592,15 +1584,12 @@ fn fill_panel<const NR: usize>(op: &Pointwise, x: &[f32], xl: Planes, panel: &mu
 /// The im2col panel of output pixels `p0..p0 + cols` of a windowed op, as blocks of `NR`
 /// pixels (`depth` rows of `NR` each, one after the other): row `(c·kh + ky)·kw + kx` (the OIHW
 /// weights' order) holds, for each pixel `(oy, ox)`, input `x[c, oy·sy + ky − pt, ox·sx + kx −
-/// pl]`, zero outside the input. `x` comes with each row's columns split by phase
-/// (`split_columns`), so every tap's run is a contiguous copy at any stride. Tap by tap over
+/// pl]`, zero outside the input. `x` comes through `window_input`: channel-first, each row's
+/// columns split by phase, so every tap's run is a contiguous copy at any stride. Tap by tap over
 /// all the blocks, so each input row is read in one sweep.
 #[cfg(target_arch = "x86_64")]
 fn fill_window<const NR: usize>(op: &Pointwise, window: &Window, x: &[f32], panel: &mut [f32], p0: usize, cols: usize) {
     let Window { input: [h, w], kernel: [kh, kw], stride: [sy, sx], pad: [pt, pl] } = *window;
-    if op.x_channels_last {
-        return fill_window_channels_last::<NR>(op, window, x, panel, p0, cols);
-    }
     let (ow, wp, depth) = (op.hw[1], w.div_ceil(sx), op.depth());
     for c in 0..op.ci {
         for ky in 0..kh {
@@ -1639,39 +1628,6 @@ fn fill_window<const NR: usize>(op: &Pointwise, window: &Window, x: &[f32], pane
                     if first < last {
                         row[first..last].copy_from_slice(&phase[start..][..last - first]);
                     }
-                }
-            }
-        }
-    }
-}
-
-/// `fill_window` for a channel-last `[H, W, Ci]` input: each tap of each pixel copies the
-/// pixel's `Ci` values into the panel's rows for that tap, one per channel.
-#[cfg(target_arch = "x86_64")]
-fn fill_window_channels_last<const NR: usize>(
-    op: &Pointwise,
-    window: &Window,
-    x: &[f32],
-    panel: &mut [f32],
-    p0: usize,
-    cols: usize,
-) {
-    let Window { input: [h, w], kernel: [kh, kw], stride: [sy, sx], pad: [pt, pl] } = *window;
-    let (ci, ow, taps) = (op.ci, op.hw[1], kh * kw);
-    for j in 0..cols {
-        let (oy, ox) = ((p0 + j) / ow, (p0 + j) % ow);
-        for ky in 0..kh {
-            let iy = (oy * sy + ky).checked_sub(pt).filter(|&iy| iy < h);
-            for kx in 0..kw {
-                let ix = (ox * sx + kx).checked_sub(pl).filter(|&ix| ix < w);
-                let rows = panel[(ky * kw + kx) * NR + j..].iter_mut().step_by(taps * NR);
-                match iy.zip(ix) {
-                    Some((iy, ix)) => {
-                        for (p, &v) in rows.zip(&x[(iy * w + ix) * ci..][..ci]) {
-                            *p = v;
-                        }
-                    }
-                    None => rows.take(ci).for_each(|p| *p = 0.0),
                 }
             }
         }
@@ -1743,9 +1699,9 @@ unsafe fn pointwise_avx512(
         while c0 < p {
             let subs = nc.min(p - c0).div_ceil(NR);
             match &op.window {
-                // A channel-first window's im2col, tap by tap over the whole panel.
-                Some(window) if !op.x_channels_last => fill_window::<NR>(op, window, x, panel, c0, nc.min(p - c0)),
-                _ => {
+                // A window's im2col, tap by tap over the whole panel.
+                Some(window) => fill_window::<NR>(op, window, x, panel, c0, nc.min(p - c0)),
+                None => {
                     for (s, sub) in panel.chunks_exact_mut(ci * NR).take(subs).enumerate() {
                         let p0 = c0 + s * NR;
                         fill_panel::<NR>(op, x, xl, sub, p0, NR.min(p - p0));
@@ -1919,8 +1875,46 @@ mod tests {
         out
     }
 
-    fn values(n: usize, seed: f32) -> Vec<f32> {
+    /// Deterministic test values in (−1, 1).
+    pub(super) fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 * 0.7311 + seed).sin() * 1.7).fract()).collect()
+    }
+
+    /// A tract `Conv` on `x`: `i → o` channels, a `k × k` kernel (OIHW, `values(…, seed)`),
+    /// `group`s, `stride`, `padding`, bias `values(o, seed + 0.5)`.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn wire_conv(
+        model: &mut TypedModel,
+        name: &str,
+        x: OutletId,
+        format: DataFormat,
+        [i, o]: [usize; 2],
+        k: usize,
+        group: usize,
+        stride: usize,
+        padding: tract_core::ops::cnn::PaddingSpec,
+        seed: f32,
+    ) -> TractResult<OutletId> {
+        use tract_core::ops::cnn::PoolSpec;
+        let kernel = Tensor::from_shape(&[o, i / group, k, k], &values(o * i / group * k * k, seed))?;
+        let kernel = model.add_const(format!("{name}.k"), kernel)?;
+        let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[o], &values(o, seed + 0.5))?)?;
+        let op = Conv {
+            pool_spec: PoolSpec {
+                data_format: format,
+                kernel_shape: tvec![k, k],
+                padding,
+                dilations: None,
+                strides: Some(tvec![stride, stride]),
+                input_channels: i,
+                output_channels: o,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group,
+            q_params: None,
+        };
+        Ok(model.wire_node(name, op, &[x, kernel, b])?[0])
     }
 
     #[test]
@@ -2188,7 +2182,7 @@ mod tests {
             pointwise(&op, &x, &packed, &bias, None, &mut got).unwrap();
             // SAFETY: `pointwise_kernel_available` checked AVX2 and FMA; sizes as the op says.
             let mut avx2 = vec![f32::NAN; want.len()];
-            let split = if channels_last { (&x[..]).into() } else { split_columns(&x, input[1], stride[1]) };
+            let split = window_input(&op, &x);
             let (p, whole) = (op.hw[0] * op.hw[1], Planes::whole(op.hw[0] * op.hw[1]));
             unsafe { pointwise_avx2(&op, &split, whole, &packed, &bias, None, &mut avx2, whole, 0..p, &mut vec![]) };
             for (i, ((&g, &a), &r)) in got.iter().zip(&avx2).zip(&want).enumerate() {
@@ -2325,7 +2319,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn single_channel_pointwise_matches_tract() -> TractResult<()> {
-        use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+        use tract_core::ops::cnn::PaddingSpec;
         if !pointwise_kernel_available() {
             eprintln!("skipped: this CPU has no AVX2+FMA, so FacegatePointwise is never substituted");
             return Ok(());
@@ -2333,23 +2327,7 @@ mod tests {
         let (c, h, w) = (24, 11, 16);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, c, h, w]))?;
-        let k = model.add_const("k", Tensor::from_shape(&[1, c, 1, 1], &values(c, 1.0))?)?;
-        let b = model.add_const("b", Tensor::from_shape(&[1], &[-0.25f32])?)?;
-        let op = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec![1, 1],
-                padding: PaddingSpec::Valid,
-                dilations: None,
-                strides: None,
-                input_channels: c,
-                output_channels: 1,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        };
-        let y = model.wire_node("heatmap", op, &[x, k, b])?[0];
+        let y = wire_conv(&mut model, "heatmap", x, DataFormat::NCHW, [c, 1], 1, 1, 1, PaddingSpec::Valid, 1.0)?;
         model.select_output_outlets(&[y])?;
         let input = Tensor::from_shape(&[1, c, h, w], &values(c * h * w, 5.0))?;
         let theirs = model.clone().into_runnable()?.run(tvec![input.clone().into_tvalue()])?;

@@ -185,12 +185,11 @@ impl Op for Block {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let mut info = vec![];
-        for (what, op) in [("expand", self.expand.info()?), ("depthwise", self.depthwise.info()?)] {
-            info.push(format!("{what}: {}", op.join(" ")));
-        }
-        info.push(format!("project: {}", self.project.info()?.join(" ")));
-        Ok(info)
+        Ok(vec![
+            format!("expand: {}", self.expand.info()?.join(" ")),
+            format!("depthwise: {}", self.depthwise.info()?.join(" ")),
+            format!("project: {}", self.project.info()?.join(" ")),
+        ])
     }
 
     fn validation(&self) -> Validation {
@@ -429,15 +428,12 @@ fn halve_rows(rows: &[f32], out: &mut [f32], taps: &[f32; 9], bias: f32, w: usiz
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
+    use super::super::tests::{values, wire_conv};
     use super::*;
-    use tract_core::ops::cnn::conv::{Conv, KernelFormat};
-    use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_core::ops::cnn::PaddingSpec;
     use tract_core::ops::math;
     use tract_core::ops::nn::DataFormat;
 
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.7311 + seed).sin() * 1.7).fract()).collect()
-    }
 
     /// What follows a layer in the test graphs.
     #[derive(Clone, Copy, Debug)]
@@ -469,28 +465,10 @@ mod tests {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, ci, h, w]))?;
         let mut seed = 1.0;
-        let mut conv = |model: &mut TypedModel, name: &str, x: OutletId, [i, o]: [usize; 2], k: usize, group: usize,
-                        stride: usize, padding: PaddingSpec|
-         -> TractResult<OutletId> {
+        let mut conv = |model: &mut TypedModel, name: &str, x: OutletId, io: [usize; 2], k: usize, group: usize,
+                        stride: usize, padding: PaddingSpec| {
             seed += 1.0;
-            let kernel = Tensor::from_shape(&[o, i / group, k, k], &values(o * i / group * k * k, seed))?;
-            let kernel = model.add_const(format!("{name}.k"), kernel)?;
-            let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[o], &values(o, seed + 0.5))?)?;
-            let op = Conv {
-                pool_spec: PoolSpec {
-                    data_format: DataFormat::NCHW,
-                    kernel_shape: tvec![k, k],
-                    padding,
-                    dilations: None,
-                    strides: Some(tvec![stride, stride]),
-                    input_channels: i,
-                    output_channels: o,
-                },
-                kernel_fmt: KernelFormat::OIHW,
-                group,
-                q_params: None,
-            };
-            Ok(model.wire_node(name, op, &[x, kernel, b])?[0])
+            wire_conv(model, name, x, DataFormat::NCHW, io, k, group, stride, padding, seed)
         };
         let act = |model: &mut TypedModel, name: &str, y: OutletId, act: Act, c: usize| -> TractResult<OutletId> {
             let zero = model.add_const(format!("{name}.zero"), Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
@@ -543,27 +521,10 @@ mod tests {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, h, w, c]))?;
         let x = model.wire_node("to_nchw", AxisOp::Move(3, 1), &[x])?[0];
-        let conv = |model: &mut TypedModel, name: &str, x: OutletId, [i, o]: [usize; 2], k: usize, group: usize,
-                    stride: usize|
-         -> TractResult<OutletId> {
-            let kernel = Tensor::from_shape(&[o, i / group, k, k], &values(o * i / group * k * k, k as f32))?;
-            let kernel = model.add_const(format!("{name}.k"), kernel)?;
-            let b = model.add_const(format!("{name}.b"), Tensor::from_shape(&[o], &values(o, 1.0))?)?;
-            let op = Conv {
-                pool_spec: PoolSpec {
-                    data_format: DataFormat::NCHW,
-                    kernel_shape: tvec![k, k],
-                    padding: if k == 3 { PaddingSpec::SameUpper } else { PaddingSpec::Valid },
-                    dilations: None,
-                    strides: Some(tvec![stride, stride]),
-                    input_channels: i,
-                    output_channels: o,
-                },
-                kernel_fmt: KernelFormat::OIHW,
-                group,
-                q_params: None,
-            };
-            Ok(model.wire_node(name, op, &[x, kernel, b])?[0])
+        let conv = |model: &mut TypedModel, name: &str, x: OutletId, io: [usize; 2], k: usize, group: usize,
+                    stride: usize| {
+            let padding = if k == 3 { PaddingSpec::SameUpper } else { PaddingSpec::Valid };
+            wire_conv(model, name, x, DataFormat::NCHW, io, k, group, stride, padding, k as f32)
         };
         let zero = model.add_const("zero", Tensor::from_shape(&[1, 1, 1, 1], &[0f32])?)?;
         let y = conv(&mut model, "first", x, [c, 16], 3, 1, 2)?;

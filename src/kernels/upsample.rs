@@ -265,15 +265,13 @@ impl TypedOp for Upsample {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
+    use super::super::tests::values;
     use super::*;
     use tract_core::ops::cnn::conv::KernelFormat;
     use tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_core::ops::math;
     use tract_core::ops::nn::DataFormat;
 
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.7311 + seed).sin() * 1.7).fract()).collect()
-    }
 
     /// CenterFace's upsampling as tract's ops (transposed convolution, batch norm as `Mul` and
     /// `Add`, ReLU, lateral `Add`), with more output than input channels so a swapped kernel
