@@ -63,7 +63,7 @@ fn main() {
     let gallery_path = dir.path().join("door.fgg");
     let templates = ["obama.jpg", "obama2.jpg"]
         .iter()
-        .map(|p| enrolling.analyze(&sample(p), Want { embedding: true, attributes: false }).unwrap()[0].analysis.embedding.clone().unwrap())
+        .map(|p| enrolling.analyze(&sample(p), Want { embedding: true, attributes: false, liveness: false }).unwrap()[0].analysis.embedding.clone().unwrap())
         .collect();
     GalleryWriter::create(&gallery_path, key, Dtype::F32).unwrap().enrol(&[Person { name: "obama".into(), templates }]).unwrap();
     let known = scene::face_patch(&enrolling, &sample("obama3.jpg")).unwrap();

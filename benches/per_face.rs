@@ -11,6 +11,8 @@
 //!   kernels are far slower than its f32 ones (docs/MODEL-SOURCES); int8 is for the ARM boards
 //!   and is compared there by instruction counts (benches/README.md).
 //! * `teacher_embedder`: MobileFaceNet alone, for the embedding-only path (identify, kiosk).
+//! * `liveness`: the two MiniFASNet models on their crops of the frame around the face box
+//!   (`Liveness::score`, crops included), what `--liveness` and the kiosk add per face (#19).
 //!
 //! With `PER_FACE_EXTRA_ONNX=FILE` (an ONNX with mtl.onnx's input and outputs, e.g. the single-
 //! task heads deployed together, `train/mtl/export_single.py`), group `per_face_onnx_route`
@@ -38,6 +40,8 @@ fn per_face(c: &mut Criterion) {
     let faceres = AttributeModel::new("faceres").expect("faceres");
     let mtl = Embedder::new("mtl").expect("mtl");
     let int8 = Embedder::new("mtl-int8").expect("mtl-int8");
+    let bbox = detector.detect(&frame).expect("detect")[0].bbox;
+    let liveness = facegate::liveness::Liveness::new().expect("liveness models");
     let run = |m: &Embedder| m.run_crop(&m.crop(&frame, &landmarks).unwrap()).unwrap();
 
     let mut g = c.benchmark_group("per_face");
@@ -51,6 +55,7 @@ fn per_face(c: &mut Criterion) {
     });
     g.bench_function("mtl", |b| b.iter(|| run(black_box(&mtl))));
     g.bench_function("teacher_embedder", |b| b.iter(|| teacher.embed(black_box(&frame), &landmarks).unwrap()));
+    g.bench_function("liveness", |b| b.iter(|| liveness.score(black_box(&frame), &bbox).unwrap()));
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("mtl_int8", |b| b.iter(|| run(black_box(&int8))));
     g.finish();

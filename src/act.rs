@@ -37,6 +37,12 @@ pub struct Event {
     pub age: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gender: Option<crate::analyze::Gender>,
+    /// The face's last liveness score and its live votes, `"LIVE/SCORED"` over the last
+    /// `liveness_n` scored frames (kiosk liveness on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_votes: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

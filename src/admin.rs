@@ -211,7 +211,7 @@ pub fn enroll_tree(ctx: &Context, path: &Path, root: &Path, options: EnrolOption
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} photos, {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let want = Want { embedding: true, attributes: false };
+    let want = Want { embedding: true, attributes: false, liveness: false };
     let mut current: Option<usize> = None;
     let mut embeddings: Vec<Vec<f32>> = Vec::new();
     let (mut enrolled, mut failures, mut skipped) = (0usize, 0usize, 0usize);

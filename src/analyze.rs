@@ -30,6 +30,9 @@ pub struct FaceAnalysis {
     pub male_prob: Option<f32>,
     /// Probability that the crop is a face, from the multi-task model.
     pub faceness: Option<f32>,
+    /// Probability that the face is live (not a print or a screen), when asked for
+    /// ([`crate::liveness`]).
+    pub liveness: Option<f32>,
 }
 
 impl FaceAnalysis {

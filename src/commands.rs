@@ -25,6 +25,8 @@ pub enum Outcome {
     NoMatch,
     /// A batch finished but some inputs failed.
     Partial,
+    /// `verify --require-live`: the face was judged not live.
+    Spoof,
 }
 
 impl Outcome {
@@ -33,6 +35,7 @@ impl Outcome {
             Outcome::Ok => exit::OK,
             Outcome::NoMatch => exit::NO_MATCH,
             Outcome::Partial => exit::PARTIAL,
+            Outcome::Spoof => exit::SPOOF,
         }
     }
 }
@@ -45,6 +48,8 @@ pub struct Context {
     pub threshold: f32,
     /// Images analysed at once by batch commands.
     pub threads: usize,
+    /// Fused live probability at or above which a face is judged live.
+    pub liveness_threshold: f32,
 }
 
 impl Context {
@@ -57,7 +62,8 @@ impl Context {
             None => bail!("no threshold given and the embedder manifest has no match_threshold"),
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Context { pipeline, fingerprint, threshold, threads })
+        let liveness_threshold = crate::liveness::SHIPPED_THRESHOLD;
+        Ok(Context { pipeline, fingerprint, threshold, threads, liveness_threshold })
     }
 
     /// What binds a gallery to this context's embedder.
@@ -85,6 +91,12 @@ struct FaceJson {
     male_prob: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     faceness: Option<f32>,
+    /// Probability that the face is live, with `--liveness` or `--require-live`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    liveness: Option<f32>,
+    /// `"spoof"`: `identify --require-live` judged the face not live and did not match it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     identity: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +121,8 @@ impl FaceJson {
             gender: a.gender(),
             male_prob: a.male_prob.map(|v| round(v, 4)),
             faceness: a.faceness.map(|v| round(v, 4)),
+            liveness: a.liveness.map(|v| round(v, 4)),
+            refused: None,
             identity: None,
             best: None,
         }
@@ -174,8 +188,8 @@ pub fn in_order<T: Sync, R: Send>(
 }
 
 /// One image's `analyze` output (a JSON line or a text block) and whether it failed.
-fn analyze_one(ctx: &Context, path: &Path, json: bool, embeddings: bool) -> Result<(String, bool)> {
-    let want = Want { embedding: embeddings, attributes: true };
+fn analyze_one(ctx: &Context, path: &Path, json: bool, embeddings: bool, liveness: bool) -> Result<(String, bool)> {
+    let want = Want { embedding: embeddings, attributes: true, liveness };
     let shown = path.to_string_lossy();
     let result = read_image(path)
         .map_err(anyhow::Error::from)
@@ -195,7 +209,7 @@ fn analyze_one(ctx: &Context, path: &Path, json: bool, embeddings: bool) -> Resu
                     crate::analyze::Gender::Male => "male",
                     crate::analyze::Gender::Female => "female",
                 });
-                writeln!(
+                write!(
                     out,
                     "  box {:?} score {:.2}: {gender} ({:.2}), age {:.0}",
                     f.bbox.map(f32::round),
@@ -203,6 +217,10 @@ fn analyze_one(ctx: &Context, path: &Path, json: bool, embeddings: bool) -> Resu
                     f.male_prob.unwrap_or(f32::NAN),
                     f.age.unwrap_or(f32::NAN)
                 )?;
+                match f.liveness {
+                    Some(p) => writeln!(out, ", {} (liveness {p:.2}, threshold {:.2})", live_word(p, ctx.liveness_threshold), ctx.liveness_threshold)?,
+                    None => writeln!(out)?,
+                }
             }
         }
         Err(e) if json => error_line(&mut out, &shown, &e)?,
@@ -211,21 +229,32 @@ fn analyze_one(ctx: &Context, path: &Path, json: bool, embeddings: bool) -> Resu
     Ok((String::from_utf8(out)?, failed))
 }
 
+/// "live" or "spoof" for a liveness score at `threshold`.
+pub fn live_word(liveness: f32, threshold: f32) -> &'static str {
+    if liveness >= threshold {
+        "live"
+    } else {
+        "spoof"
+    }
+}
+
 /// `analyze`: with `json`, one JSON object per image in input order; otherwise a line per face.
 /// Unreadable images get an error line and the batch goes on. Images are analysed on
 /// `ctx.threads` threads; the output order is the input order whatever the thread count.
+/// With `liveness`, each face also gets its probability of being live.
 pub fn analyze(
     ctx: &Context,
     images: &[PathBuf],
     json: bool,
     embeddings: bool,
+    liveness: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome> {
     let mut failed = false;
     in_order(
         images,
         ctx.threads,
-        |path| analyze_one(ctx, path, json, embeddings),
+        |path| analyze_one(ctx, path, json, embeddings, liveness),
         |result| {
             let (text, bad) = result?;
             failed |= bad;
@@ -329,7 +358,7 @@ pub fn enroll(
         Ok(_) | Err(GalleryError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let want = Want { embedding: true, attributes: false };
+    let want = Want { embedding: true, attributes: false, liveness: false };
     let mut embeddings = Vec::with_capacity(images.len());
     for path in images {
         let face = read_image(path)
@@ -355,16 +384,49 @@ fn decide(best: Option<Match>, threshold: f32) -> (Option<String>, Option<Match>
     (identity, best)
 }
 
-/// `identify`: every face of every image against the gallery.
+/// How `identify`, `verify` and `annotate` treat liveness.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LiveCheck {
+    /// Not computed.
+    #[default]
+    Off,
+    /// Computed and shown.
+    Show,
+    /// Computed, and a face judged not live is not matched.
+    Require,
+}
+
+impl LiveCheck {
+    pub fn new(show: bool, require: bool) -> LiveCheck {
+        match (show, require) {
+            (_, true) => LiveCheck::Require,
+            (true, false) => LiveCheck::Show,
+            (false, false) => LiveCheck::Off,
+        }
+    }
+
+    pub fn wanted(self) -> bool {
+        self != LiveCheck::Off
+    }
+
+    /// Whether a face with this analysis is refused as a spoof.
+    fn refuses(self, ctx: &Context, face: &Face) -> bool {
+        self == LiveCheck::Require && face.analysis.liveness.is_some_and(|p| p < ctx.liveness_threshold)
+    }
+}
+
+/// `identify`: every face of every image against the gallery. With [`LiveCheck::Require`] a
+/// face judged not live is refused (`"refused": "spoof"`, no identity) without matching it.
 pub fn identify(
     ctx: &Context,
     gallery_path: &Path,
     images: &[PathBuf],
     json: bool,
+    live: LiveCheck,
     out: &mut dyn Write,
 ) -> Result<Outcome> {
     let gallery = ctx.open_gallery(gallery_path)?;
-    let want = Want { embedding: true, attributes: false };
+    let want = Want { embedding: true, attributes: false, liveness: live.wanted() };
     let mut failed = false;
     for path in images {
         let shown = path.to_string_lossy();
@@ -385,11 +447,16 @@ pub fn identify(
         let (faces, width, height) = faces;
         let mut rows = Vec::new();
         for face in &faces {
-            let e = face.analysis.embedding.as_deref().context("no embedding")?;
-            let (identity, best) = decide(gallery.best(e)?, ctx.threshold);
             let mut row = FaceJson::new(face, false);
-            row.identity = Some(identity);
-            row.best = best;
+            if live.refuses(ctx, face) {
+                row.refused = Some("spoof");
+                row.identity = Some(None);
+            } else {
+                let e = face.analysis.embedding.as_deref().context("no embedding")?;
+                let (identity, best) = decide(gallery.best(e)?, ctx.threshold);
+                row.identity = Some(identity);
+                row.best = best;
+            }
             rows.push(row);
         }
         if json {
@@ -401,16 +468,24 @@ pub fn identify(
             }
             for (i, r) in rows.iter().enumerate() {
                 let who = r.identity.clone().flatten().unwrap_or_else(|| "unknown".into());
-                match &r.best {
-                    Some(m) => writeln!(
+                let live = r.liveness.map_or(String::new(), |p| format!(", liveness {p:.2}"));
+                match (&r.best, r.refused) {
+                    (_, Some(why)) => writeln!(
                         out,
-                        "{shown}: face {i} at {:?}: {who} (best {:?}, similarity {:.3}, margin {:.3})",
+                        "{shown}: face {i} at {:?}: refused, judged a {why} (liveness {:.2}, threshold {:.2})",
+                        r.bbox.map(|v| v.round()),
+                        r.liveness.unwrap_or(f32::NAN),
+                        ctx.liveness_threshold
+                    )?,
+                    (Some(m), None) => writeln!(
+                        out,
+                        "{shown}: face {i} at {:?}: {who} (best {:?}, similarity {:.3}, margin {:.3}{live})",
                         r.bbox.map(|v| v.round()),
                         m.identity,
                         m.similarity,
                         m.margin
                     )?,
-                    None => writeln!(out, "{shown}: face {i}: unknown (empty gallery)")?,
+                    (None, None) => writeln!(out, "{shown}: face {i}: unknown (empty gallery{live})")?,
                 }
             }
         }
@@ -419,21 +494,41 @@ pub fn identify(
     Ok(if failed { Outcome::Partial } else { Outcome::Ok })
 }
 
-/// `verify`: is the (largest) face in `image` the enrolled `name`?
-pub fn verify(ctx: &Context, gallery_path: &Path, name: &str, image: &Path, out: &mut dyn Write) -> Result<Outcome> {
+/// `verify`: is the (largest) face in `image` the enrolled `name`? With
+/// [`LiveCheck::Require`], a face judged not live ends it with [`Outcome::Spoof`] (exit 6)
+/// before any comparison.
+pub fn verify(
+    ctx: &Context,
+    gallery_path: &Path,
+    name: &str,
+    image: &Path,
+    live: LiveCheck,
+    out: &mut dyn Write,
+) -> Result<Outcome> {
     let gallery = ctx.open_gallery(gallery_path)?;
     if gallery.find(name).is_none() {
         bail!("{name:?} is not enrolled in {}", gallery_path.display());
     }
     let img = read_image(image)?;
-    let face = pick_face(ctx, &img, FacePick::Largest, Want { embedding: true, attributes: false })
-        .with_context(|| image.display().to_string())?;
+    let want = Want { embedding: true, attributes: false, liveness: live.wanted() };
+    let face = pick_face(ctx, &img, FacePick::Largest, want).with_context(|| image.display().to_string())?;
+    if live.refuses(ctx, &face) {
+        writeln!(
+            out,
+            "{}: refused: the face was judged not live (liveness {:.3}, threshold {:.3}); not compared with {name:?}",
+            image.display(),
+            face.analysis.liveness.unwrap_or(f32::NAN),
+            ctx.liveness_threshold
+        )?;
+        return Ok(Outcome::Spoof);
+    }
     let e = face.analysis.embedding.as_deref().context("no embedding")?;
     let sim = gallery.similarity_to(name, e)?.context("identity without templates")?;
     let matched = sim >= ctx.threshold;
+    let live = face.analysis.liveness.map_or(String::new(), |p| format!(", liveness {p:.3}"));
     writeln!(
         out,
-        "{}: {} {name:?} (similarity {sim:.3}, threshold {:.3})",
+        "{}: {} {name:?} (similarity {sim:.3}, threshold {:.3}{live})",
         image.display(),
         if matched { "match" } else { "no match for" },
         ctx.threshold
@@ -449,9 +544,14 @@ pub struct Drawn {
 }
 
 /// Draws every face of `img` (largest first) with its label; with a gallery, the label names
-/// the person.
-pub fn annotate_image(ctx: &Context, img: &RgbImage, gallery: Option<&Gallery>) -> Result<(RgbImage, Vec<Drawn>)> {
-    let want = Want { embedding: gallery.is_some(), attributes: true };
+/// the person; with `liveness`, it says "live" or "SPOOF" and the score.
+pub fn annotate_image(
+    ctx: &Context,
+    img: &RgbImage,
+    gallery: Option<&Gallery>,
+    liveness: bool,
+) -> Result<(RgbImage, Vec<Drawn>)> {
+    let want = Want { embedding: gallery.is_some(), attributes: true, liveness };
     let faces = ctx.pipeline.analyze(img, want)?;
     let mut canvas = img.clone();
     let mut labels = Vec::new();
@@ -478,7 +578,14 @@ pub fn annotate_image(ctx: &Context, img: &RgbImage, gallery: Option<&Gallery>) 
                 crate::analyze::Gender::Male => "M",
                 crate::analyze::Gender::Female => "F",
             };
-            label.push_str(&format!("{g} {age:.0}"));
+            label.push_str(&format!("{g} {age:.0} "));
+        }
+        if let Some(p) = a.liveness {
+            let live = p >= ctx.liveness_threshold;
+            label.push_str(&format!("{} {p:.2}", if live { "live" } else { "SPOOF" }));
+            if !live {
+                colour = [255, 40, 40];
+            }
         }
         let label = label.trim().to_string();
         annotate::draw_face(&mut canvas, &face.detection.bbox, &face.detection.landmarks, &label, colour);
@@ -492,11 +599,12 @@ pub fn annotate(
     image: &Path,
     output: &Path,
     gallery_path: Option<&Path>,
+    liveness: bool,
     out: &mut dyn Write,
 ) -> Result<Outcome> {
     let gallery = gallery_path.map(|p| ctx.open_gallery(p)).transpose()?;
     let img = read_image(image)?;
-    let (canvas, labels) = annotate_image(ctx, &img, gallery.as_ref())?;
+    let (canvas, labels) = annotate_image(ctx, &img, gallery.as_ref(), liveness)?;
     canvas.save(output).with_context(|| format!("writing {}", output.display()))?;
     writeln!(out, "{}: {} face(s) drawn to {}", image.display(), labels.len(), output.display())?;
     Ok(Outcome::Ok)
@@ -540,7 +648,7 @@ pub fn demo(ctx: &Context, output: &Path, out: &mut dyn Write) -> Result<Outcome
     std::fs::create_dir_all(&dir)?;
     let gallery_path = dir.join("demo.fgg");
     let result = (|| -> Result<Outcome> {
-        let want = Want { embedding: true, attributes: false };
+        let want = Want { embedding: true, attributes: false, liveness: false };
         let mut templates = Vec::new();
         for (name, bytes) in samples::ENROL {
             let img = decode_image(bytes)?;
@@ -556,7 +664,7 @@ pub fn demo(ctx: &Context, output: &Path, out: &mut dyn Write) -> Result<Outcome
         let mut ok = true;
         for ((name, bytes), expected) in [(samples::KNOWN_PROBE, Some("obama")), (samples::UNKNOWN_PROBE, None)] {
             let img = decode_image(bytes)?;
-            let (canvas, faces) = annotate_image(ctx, &img, Some(&gallery))?;
+            let (canvas, faces) = annotate_image(ctx, &img, Some(&gallery), ctx.pipeline.liveness.is_some())?;
             let largest = faces.first().with_context(|| format!("{name}: no face found"))?;
             let sim = largest.best.as_ref().map_or(f32::NAN, |m| m.similarity);
             let labels: Vec<&str> = faces.iter().map(|f| f.label.as_str()).collect();

@@ -165,6 +165,10 @@ pub struct Config {
     /// key by key; [`Config::kiosk_config`] checks them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kiosk: Option<toml::Table>,
+    /// The liveness threshold chosen on the site's own camera (`facegate calibrate
+    /// --spoof-labels`); it replaces the shipped one for every command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<crate::liveness::LivenessCalibration>,
 }
 
 impl Config {
@@ -172,6 +176,9 @@ impl Config {
         let c: Config = toml::from_str(text)?;
         if let Some(cal) = &c.calibration {
             cal.validate()?;
+        }
+        if let Some(l) = &c.liveness {
+            l.validate()?;
         }
         Ok(c)
     }
@@ -240,7 +247,7 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_rejects_bad_fields() {
-        let c = Config { calibration: Some(cal()), kiosk: None };
+        let c = Config { calibration: Some(cal()), kiosk: None, liveness: None };
         let text = toml::to_string_pretty(&c).unwrap();
         assert_eq!(Config::parse(&text).unwrap(), c);
         let bad = text.replace("threshold = 0.5\n", "threshold = 1.5\n");

@@ -19,6 +19,9 @@ pub mod exit {
     pub const GALLERY: i32 = 4;
     /// Another process is writing to the gallery (it holds the lock); try again.
     pub const BUSY: i32 = 5;
+    /// `verify --require-live`: the face was judged not live (a print or a screen), whoever
+    /// it looks like.
+    pub const SPOOF: i32 = 6;
 }
 
 /// A frame (image file or camera buffer) that could not be turned into pixels.

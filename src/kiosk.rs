@@ -40,6 +40,20 @@ pub struct KioskConfig {
     /// needs a restart.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayConfig>,
+    /// Presentation-attack detection: a track is granted only when its face is also judged
+    /// live in `liveness_k` of its last `liveness_n` scored frames, and refused as `spoof` when
+    /// it cannot be. Turning it on needs a restart (the models load at start).
+    pub liveness: bool,
+    /// Fused live probability at or above which a frame's face counts as live [default:
+    /// `[liveness] threshold` of the configuration file, else the shipped threshold].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_threshold: Option<f32>,
+    /// Live frames needed [default: `policy.k`] ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_k: Option<usize>,
+    /// ... among the last scored frames of a track [default: `policy.n`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_n: Option<usize>,
 }
 
 impl Default for KioskConfig {
@@ -54,6 +68,10 @@ impl Default for KioskConfig {
             attributes: true,
             detector_size: "320x256".into(),
             relay: None,
+            liveness: true,
+            liveness_threshold: None,
+            liveness_k: None,
+            liveness_n: None,
         }
     }
 }
@@ -77,7 +95,17 @@ impl KioskConfig {
         if let Some(r) = &self.relay {
             r.validate()?;
         }
-        Ok(())
+        self.live_rule(crate::liveness::SHIPPED_THRESHOLD).map_or(Ok(()), |r| r.validate())
+    }
+
+    /// The liveness part of the grant rule, `None` when liveness is off; `threshold` is the
+    /// one in force when `liveness_threshold` is not set.
+    pub fn live_rule(&self, threshold: f32) -> Option<crate::policy::LiveRule> {
+        self.liveness.then(|| crate::policy::LiveRule {
+            threshold: self.liveness_threshold.unwrap_or(threshold),
+            k: self.liveness_k.unwrap_or(self.policy.k),
+            n: self.liveness_n.unwrap_or(self.policy.n),
+        })
     }
 
     /// Reads a `[kiosk]` table: unknown keys and out-of-range values are refused by name.
@@ -93,12 +121,13 @@ impl KioskConfig {
         Ok(vec![size])
     }
 
-    /// `base` with the kiosk's detector input size.
+    /// `base` with the kiosk's detector input size, and the liveness models when liveness is on.
     pub fn pipeline_config(&self, mut base: crate::pipeline::PipelineConfig) -> anyhow::Result<crate::pipeline::PipelineConfig> {
         let manifest = crate::model::embedded_manifest(&base.detector)?;
         let mut detector = crate::detect::DetectorConfig::from_manifest(&manifest);
         detector.sizes = self.detector_sizes().map_err(anyhow::Error::msg)?;
         base.detector_config = Some(detector);
+        base.liveness |= self.liveness;
         Ok(base)
     }
 }
@@ -132,6 +161,9 @@ pub struct Stats {
     pub embeddings: u64,
     /// Crops the multi-task face head called not a face (not matched).
     pub not_faces: u64,
+    /// Faces scored for liveness, and the time it took.
+    pub live_scored: u64,
+    pub liveness_s: f64,
     pub decisions: u64,
     /// Per-frame latency from asking the source to the end of processing, seconds: the last
     /// `LATENCY_WINDOW` frames (in no particular order), so that a kiosk running for months
@@ -173,7 +205,9 @@ impl Settings {
     /// The kiosk settings, and the file's calibration if it has one.
     pub fn load(&self) -> anyhow::Result<(KioskConfig, Option<crate::config::Calibration>)> {
         let file = self.file.as_deref().map(crate::config::Config::load).transpose()?.unwrap_or_default();
-        Ok((file.kiosk_config(self.board.as_ref())?, file.calibration))
+        let mut kiosk = file.kiosk_config(self.board.as_ref())?;
+        kiosk.liveness_threshold = kiosk.liveness_threshold.or(file.liveness.as_ref().map(|l| l.threshold));
+        Ok((kiosk, file.calibration))
     }
 }
 
@@ -216,6 +250,10 @@ pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn 
     let clock = if args.frame_clock { Clock::Frames { fps: if args.fps > 0.0 { args.fps } else { 25.0 } } } else { Clock::Wall(Instant::now()) };
     let mut config = args.config;
     config.policy.threshold = config.policy.threshold.or(Some(ctx.threshold));
+    config.liveness_threshold = config.liveness_threshold.or(Some(ctx.liveness_threshold));
+    if config.liveness && ctx.pipeline.liveness.is_none() {
+        anyhow::bail!("kiosk liveness is on but the liveness models are not loaded");
+    }
     let mut kiosk = Kiosk { pipeline: &ctx.pipeline, gallery, config, settings: args.settings, clock, events, relay, control: &control };
     let stats = kiosk.run(source.as_mut());
     let (mut lat, n) = (stats.latencies.clone(), stats.frames.max(1) as f64);
@@ -223,9 +261,9 @@ pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn 
     let pct = |p: f64| lat.get(((lat.len().saturating_sub(1)) as f64 * p) as usize).copied().unwrap_or(0.0) * 1000.0;
     writeln!(
         out,
-        "# {} frames ({} bad), {} embeddings, {} crops not a face, {} decisions; per frame: decode {:.1} ms, detect {:.1} ms, embed {:.1} ms, match {:.2} ms; latency p50 {:.1} ms p95 {:.1} ms",
-        stats.frames, stats.bad_frames, stats.embeddings, stats.not_faces, stats.decisions,
-        stats.decode_s * 1e3 / n, stats.detect_s * 1e3 / n, stats.embed_s * 1e3 / n, stats.match_s * 1e3 / n, pct(0.5), pct(0.95)
+        "# {} frames ({} bad), {} embeddings, {} crops not a face, {} liveness scores, {} decisions; per frame: decode {:.1} ms, detect {:.1} ms, embed {:.1} ms, liveness {:.1} ms, match {:.2} ms; latency p50 {:.1} ms p95 {:.1} ms",
+        stats.frames, stats.bad_frames, stats.embeddings, stats.not_faces, stats.live_scored, stats.decisions,
+        stats.decode_s * 1e3 / n, stats.detect_s * 1e3 / n, stats.embed_s * 1e3 / n, stats.liveness_s * 1e3 / n, stats.match_s * 1e3 / n, pct(0.5), pct(0.95)
     )
     .ok();
     Ok(crate::commands::Outcome::Ok)
@@ -267,6 +305,8 @@ impl Kiosk<'_> {
             None => (None, None),
         };
         let round = |v: Option<f32>| v.map(|x| (x * 1e4).round() / 1e4);
+        let liveness = round(d.liveness);
+        let live_votes = d.live_votes.map(|(live, scored)| format!("{live}/{scored}"));
         let event = Event {
             event: if opens { "grant" } else { "refuse" },
             frame: Some(frame),
@@ -278,6 +318,8 @@ impl Kiosk<'_> {
             decision: Some(d.verdict),
             age,
             gender,
+            liveness,
+            live_votes,
             relay,
             ..Event::default()
         };
@@ -307,7 +349,13 @@ impl Kiosk<'_> {
             restart.push("relay");
             new.relay = self.config.relay.clone();
         }
+        if new.liveness != self.config.liveness {
+            restart.push("liveness");
+            new.liveness = self.config.liveness;
+        }
+        new.liveness_threshold = new.liveness_threshold.or(self.config.liveness_threshold);
         policy.reconfigure(new.policy.clone(), policy.threshold());
+        policy.set_live_rule(new.live_rule(crate::liveness::SHIPPED_THRESHOLD));
         tracker.reconfigure(new.tracker.clone());
         self.config = new;
         let mut detail = format!("configuration reloaded (threshold {:.4})", policy.threshold());
@@ -324,6 +372,7 @@ impl Kiosk<'_> {
         let mut tracker = Tracker::new(self.config.tracker.clone());
         let threshold = self.pipeline.embedder.model.manifest.match_threshold.unwrap_or(0.5);
         let mut policy = Policy::new(self.config.policy.clone(), threshold);
+        policy.set_live_rule(self.config.live_rule(crate::liveness::SHIPPED_THRESHOLD));
         let mut last_embed: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
         let mut last_refresh = Instant::now();
         let mut last_frame = 0u64;
@@ -446,13 +495,26 @@ impl Kiosk<'_> {
                 let Some(embedding) = analysis.embedding.take() else { continue };
                 last_embed.insert(track, frame.number);
                 stats.embeddings += 1;
+                // Only faces that passed the quality gate and the face head: the models call
+                // noise live.
+                let liveness = match (&self.pipeline.liveness, policy.live_rule()) {
+                    (Some(live), Some(_)) => {
+                        let t = Instant::now();
+                        let score = live.score(&frame.image, &det.bbox);
+                        stats.liveness_s += t.elapsed().as_secs_f64();
+                        stats.live_scored += 1;
+                        // Fails closed: no score, no live vote.
+                        score.map_err(|e| log::error!("frame {}: liveness failed: {e}", frame.number)).ok()
+                    }
+                    _ => None,
+                };
                 let t2 = Instant::now();
                 let best = self.gallery.best(&embedding).unwrap_or_else(|e| {
                     log::error!("matching failed: {e}");
                     None
                 });
                 stats.match_s += t2.elapsed().as_secs_f64();
-                if let Some(d) = policy.observe(track, now, best) {
+                if let Some(d) = policy.observe(track, now, best, liveness) {
                     stats.decisions += 1;
                     let attrs = match (&self.pipeline.attributes, self.config.attributes) {
                         (_, false) => None,

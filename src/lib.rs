@@ -22,6 +22,7 @@ pub mod frame;
 pub mod gallery;
 pub mod kernels;
 pub mod kiosk;
+pub mod liveness;
 pub mod model;
 mod nnef_quant;
 pub mod nnef_weights;

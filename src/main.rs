@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use facegate::commands::{self, Context, EnrolOptions, FacePick, Outcome};
+use facegate::commands::{self, Context, EnrolOptions, FacePick, LiveCheck, Outcome};
 use facegate::gallery::{Dtype, GalleryError};
 use facegate::admin;
 use facegate::detect::DetectorConfig;
@@ -34,8 +34,20 @@ struct Cli {
     /// between all three: the multi-task models keep MobileFaceNet's embedding space.
     #[arg(long, global = true, value_enum)]
     face_model: Option<facegate::pipeline::FaceModel>,
+    /// Fused live probability at or above which a face is judged live [default: `[liveness]
+    /// threshold` of --config, else the shipped 0.5].
+    #[arg(long, global = true, value_parser = parse_probability)]
+    liveness_threshold: Option<f32>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// A number in [0, 1].
+fn parse_probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("must be a number in [0, 1]".into()),
+    }
 }
 
 /// `WIDTHxHEIGHT` as numbers.
@@ -56,6 +68,10 @@ enum Command {
         /// Include the L2-normalised identity embedding of each face.
         #[arg(long)]
         embeddings: bool,
+        /// Score each face's liveness: "liveness", the probability that it is a live person
+        /// and not a print or a screen (two more model runs per face).
+        #[arg(long)]
+        liveness: bool,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -87,15 +103,25 @@ enum Command {
         gallery: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Show each face's liveness.
+        #[arg(long)]
+        liveness: bool,
+        /// Refuse a face judged not live ("refused": "spoof", no identity); implies --liveness.
+        #[arg(long)]
+        require_live: bool,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Check one photo against one enrolled person: exit 0 match, 1 no match, 2 error.
+    /// Check one photo against one enrolled person: exit 0 match, 1 no match, 2 error, 6 the
+    /// face was judged not live (with --require-live).
     Verify {
         #[arg(long)]
         gallery: PathBuf,
         #[arg(long)]
         name: String,
+        /// Refuse a face judged not live (a print or a screen) with exit code 6.
+        #[arg(long)]
+        require_live: bool,
         image: PathBuf,
     },
     /// List or remove enrolled identities.
@@ -111,6 +137,9 @@ enum Command {
         /// Name the faces found in this gallery.
         #[arg(long)]
         gallery: Option<PathBuf>,
+        /// Label each face live or SPOOF with its liveness.
+        #[arg(long)]
+        liveness: bool,
     },
     /// Run the main job on bundled sample photos: enrol, identify, annotate.
     Demo {
@@ -123,7 +152,8 @@ enum Command {
         action: EvalAction,
     },
     /// Choose the match threshold for a target false-accept rate from impostor comparisons
-    /// (1:1), and the 1:N rule for a gallery size; --write puts it into a configuration file.
+    /// (1:1), and the 1:N rule for a gallery size; or, with --spoof-labels, the liveness
+    /// threshold for a target APCER. --write puts it into a configuration file.
     Calibrate {
         /// Target false-accept rate of one comparison (1:1).
         #[arg(long, default_value_t = 1e-3)]
@@ -138,7 +168,14 @@ enum Command {
         /// Folder per person (DIR/NAME/*.jpg): every pair of photos of different people.
         #[arg(long, value_name = "DIR")]
         people_dir: Option<PathBuf>,
-        /// Folder that relative paths of --pairs are under [default: .].
+        /// Live and attack photos (CSV path,label[,kind] as for `eval spoof`): calibrate the
+        /// liveness threshold instead of the match threshold.
+        #[arg(long, value_name = "CSV", requires = "apcer", conflicts_with_all = ["pairs", "people_dir", "gallery", "unknown_dir", "fpir", "far"])]
+        spoof_labels: Option<PathBuf>,
+        /// Target APCER of the worst attack species (with --spoof-labels).
+        #[arg(long, requires = "spoof_labels")]
+        apcer: Option<f64>,
+        /// Folder that relative paths of --pairs or --spoof-labels are under [default: .].
         #[arg(long, value_name = "DIR", default_value = ".")]
         images_root: PathBuf,
         /// Installed gallery to calibrate 1:N for (with --unknown-dir).
@@ -153,7 +190,7 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
-        /// Write PNG plots as PREFIX-far.png.
+        /// Write PNG plots as PREFIX-far.png (with --spoof-labels: PREFIX-hist.png).
         #[arg(long, value_name = "PREFIX")]
         plots: Option<PathBuf>,
     },
@@ -238,6 +275,21 @@ enum EvalAction {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
         /// Write PNG plots as PREFIX-age-mae.png and PREFIX-gender.png.
+        #[arg(long, value_name = "PREFIX")]
+        plots: Option<PathBuf>,
+    },
+    /// Presentation-attack detection after ISO/IEC 30107-3: APCER per attack species and
+    /// APCER_max, BPCER, BPCER at APCER 1/5/10 %, EER; images without a face counted apart.
+    Spoof {
+        /// CSV with a header path,label[,kind]: label live or spoof, kind the attack species
+        /// (print, replay, mask, ...; empty for live rows).
+        #[arg(long, value_name = "CSV")]
+        labels: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        images_root: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Write PNG plots as PREFIX-det.png (BPCER vs APCER) and PREFIX-hist.png.
         #[arg(long, value_name = "PREFIX")]
         plots: Option<PathBuf>,
     },
@@ -334,6 +386,14 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         None => facegate::pipeline::FaceModel::default_embedded(),
     });
     let mut config = PipelineConfig::with_face_model(face_model);
+    config.liveness = match &cli.command {
+        Command::Analyze { liveness, .. } | Command::Annotate { liveness, .. } => *liveness,
+        Command::Identify { liveness, require_live, .. } => *liveness || *require_live,
+        Command::Verify { require_live, .. } => *require_live,
+        Command::Demo { .. } => true,
+        Command::Eval { action: EvalAction::Spoof { .. } } | Command::Calibrate { spoof_labels: Some(_), .. } => true,
+        _ => false,
+    };
     if let Command::Gallery { action } = cli.command {
         return run_gallery(action, &config.embedder, out);
     }
@@ -361,6 +421,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Run { .. } => Some(file_config.clone().unwrap_or_default().kiosk_config(board.as_ref())?),
         _ => None,
     };
+    config.liveness |= kiosk.as_ref().is_some_and(|k| k.liveness);
     if let Some(size) = cli.detector_size {
         let manifest = facegate::model::embedded_manifest(&config.detector)?;
         let mut detector = DetectorConfig::from_manifest(&manifest);
@@ -373,6 +434,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let mut ctx = Context::new(&config, cli.threshold.or(file_threshold))?;
     if let Some(n) = cli.threads.map(|n| n as usize).or(board.as_ref().map(|b| b.threads)) {
         ctx.threads = n;
+    }
+    let file_liveness = file_config.as_ref().and_then(|c| c.liveness.as_ref()).map(|l| l.threshold);
+    if let Some(t) = cli.liveness_threshold.or(file_liveness) {
+        ctx.liveness_threshold = t;
     }
     let calibration = facegate::eval::calibration_in_force(&ctx, file_config.as_ref());
     // 1:N: without --threshold, identification uses the calibrated rule for the gallery's size.
@@ -391,7 +456,9 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     }
     let command_line = std::iter::once("facegate".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     match cli.command {
-        Command::Analyze { json, embeddings, images } => commands::analyze(&ctx, &images, json, embeddings, out),
+        Command::Analyze { json, embeddings, liveness, images } => {
+            commands::analyze(&ctx, &images, json, embeddings, liveness, out)
+        }
         Command::Enroll { gallery, name, tree, largest, force, dtype, images } => {
             let pick = if largest { FacePick::Largest } else { FacePick::Single };
             let options = EnrolOptions { pick, force, dtype };
@@ -401,10 +468,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 (None, None) => unreachable!("clap requires --name or --tree"),
             }
         }
-        Command::Identify { gallery, json, images } => commands::identify(&ctx, &gallery, &images, json, out),
-        Command::Verify { gallery, name, image } => commands::verify(&ctx, &gallery, &name, &image, out),
-        Command::Annotate { image, output, gallery } => {
-            commands::annotate(&ctx, &image, &output, gallery.as_deref(), out)
+        Command::Identify { gallery, json, liveness, require_live, images } => {
+            let live = LiveCheck::new(liveness, require_live);
+            commands::identify(&ctx, &gallery, &images, json, live, out)
+        }
+        Command::Verify { gallery, name, require_live, image } => {
+            commands::verify(&ctx, &gallery, &name, &image, LiveCheck::new(false, require_live), out)
+        }
+        Command::Annotate { image, output, gallery, liveness } => {
+            commands::annotate(&ctx, &image, &output, gallery.as_deref(), liveness, out)
         }
         Command::Demo { output } => commands::demo(&ctx, &output, out),
         Command::Run { board: _, source, gallery, size, fps, events, events_max_bytes, wall_clock, dry_run } => {
@@ -441,7 +513,16 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let args = eval::AttrsArgs { labels, images_root, report, plots, command: command_line };
             eval::attrs(&ctx, &args, out)
         }
-        Command::Calibrate { far, fpir, pairs, people_dir, images_root, gallery, unknown_dir, write, report, plots } => {
+        Command::Eval { action: EvalAction::Spoof { labels, images_root, report, plots } } => {
+            let args = eval::SpoofArgs { labels, images_root, report, plots, command: command_line };
+            eval::spoof(&ctx, &args, out)
+        }
+        Command::Calibrate { spoof_labels: Some(labels), apcer, images_root, write, report, plots, .. } => {
+            let apcer = apcer.ok_or_else(|| anyhow::anyhow!("--spoof-labels needs --apcer"))?;
+            let args = eval::SpoofCalibrateArgs { labels, images_root, apcer, write, report, plots, command: command_line };
+            eval::calibrate_spoof(&ctx, &args, out)
+        }
+        Command::Calibrate { far, fpir, pairs, people_dir, spoof_labels: None, apcer: _, images_root, gallery, unknown_dir, write, report, plots } => {
             let args = eval::CalibrateArgs {
                 far,
                 fpir,

@@ -37,6 +37,8 @@ pub enum Task {
     Embedder,
     Attributes,
     Multitask,
+    /// Presentation-attack detection on a crop of the frame around the face box.
+    Liveness,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -99,6 +101,11 @@ pub struct Manifest {
     pub age_rule: Option<String>,
     /// Multi-task: faceness at or above which a crop counts as a face.
     pub face_threshold: Option<f32>,
+    // Liveness.
+    /// The crop's side over the face box's (the box scaled about its centre).
+    pub crop_scale: Option<f32>,
+    /// Index of the live class in the `probs` output.
+    pub live_class: Option<usize>,
 }
 
 /// The embedder whose embeddings a model reproduces: its name and ONNX sha256.
@@ -152,6 +159,15 @@ impl Manifest {
             Task::Attributes => {
                 if self.align_zoom.is_none() {
                     return Err(self.invalid("an attribute model needs align_zoom"));
+                }
+            }
+            Task::Liveness => {
+                if !self.crop_scale.is_some_and(|s| s.is_finite() && s > 0.0) {
+                    return Err(self.invalid("a liveness model needs a positive crop_scale"));
+                }
+                let classes = self.outputs.first().and_then(|o| o.shape.last()).copied().unwrap_or(0);
+                if !self.live_class.is_some_and(|c| (c as i64) < classes) {
+                    return Err(self.invalid("a liveness model needs live_class within its output"));
                 }
             }
         }

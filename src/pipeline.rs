@@ -8,6 +8,7 @@ use image::RgbImage;
 use crate::analyze::{AttributeModel, Embedder, FaceAnalysis};
 use crate::detect::{Detection, Detector, DetectorConfig};
 use crate::error::ModelError;
+use crate::liveness::Liveness;
 
 /// The per-face models: the multi-task network (the default), its int8 version, or the two
 /// separate teacher models it was trained from (kept for comparison).
@@ -57,6 +58,9 @@ pub struct PipelineConfig {
     /// when age and gender are not wanted.
     pub attributes: Option<String>,
     pub detector_config: Option<DetectorConfig>,
+    /// Load the liveness models ([`crate::liveness::MODELS`]); only commands that score
+    /// liveness pay for them.
+    pub liveness: bool,
 }
 
 impl PipelineConfig {
@@ -67,6 +71,7 @@ impl PipelineConfig {
             embedder: embedder.into(),
             attributes: attributes.map(String::from),
             detector_config: None,
+            liveness: false,
         }
     }
 }
@@ -82,6 +87,9 @@ impl Default for PipelineConfig {
 pub struct Want {
     pub embedding: bool,
     pub attributes: bool,
+    /// The probability that each face is live (the pipeline must have loaded the liveness
+    /// models).
+    pub liveness: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +102,7 @@ pub struct Pipeline {
     pub detector: Detector,
     pub embedder: Embedder,
     pub attributes: Option<AttributeModel>,
+    pub liveness: Option<Liveness>,
 }
 
 impl Pipeline {
@@ -101,7 +110,8 @@ impl Pipeline {
         let detector = Detector::new(&config.detector, config.detector_config.clone())?;
         let embedder = Embedder::new(&config.embedder)?;
         let attributes = config.attributes.as_deref().map(AttributeModel::new).transpose()?;
-        Ok(Pipeline { detector, embedder, attributes })
+        let liveness = config.liveness.then(Liveness::new).transpose()?;
+        Ok(Pipeline { detector, embedder, attributes, liveness })
     }
 
     /// Whether age and gender can be computed (multi-task model or a separate model loaded).
@@ -129,6 +139,10 @@ impl Pipeline {
                 let (age, male) = attr.predict(img, &detection.landmarks)?;
                 analysis.age = Some(age);
                 analysis.male_prob = Some(male);
+            }
+            if want.liveness {
+                let liveness = self.liveness.as_ref().ok_or_else(|| ModelError::Missing("liveness (not loaded)".into()))?;
+                analysis.liveness = Some(liveness.score(img, &detection.bbox)?);
             }
             faces.push(Face { detection, analysis });
         }

@@ -7,6 +7,11 @@
 //! `max_decision_s`, or when the face leaves before a decision. Each track is decided once.
 //! A granted identity is not granted again (no relay pulse) for `cooldown_s`; such a track is
 //! reported as `cooldown`. Thresholds come from the embedder's calibration unless configured.
+//!
+//! With a [`LiveRule`] (the kiosk's liveness, on by default) a grant also needs the face judged
+//! live in `k` of the track's last `n` liveness scores; a track with more than `n − k` of its
+//! last `n` scores below the liveness threshold can never get there and is refused as `spoof`,
+//! whatever it matched. The relay never opens for it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -65,6 +70,30 @@ impl PolicyConfig {
     }
 }
 
+/// The liveness part of the rule: live in `k` of the last `n` scored frames.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LiveRule {
+    /// Fused live probability at or above which a frame's face counts as live.
+    pub threshold: f32,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl LiveRule {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!("liveness_threshold = {} is outside [0, 1]", self.threshold));
+        }
+        if self.n == 0 || self.n > MAX_WINDOW {
+            return Err(format!("liveness_n = {} must be 1..={MAX_WINDOW}", self.n));
+        }
+        if self.k == 0 || self.k > self.n {
+            return Err(format!("liveness_k = {} must be 1..=liveness_n ({})", self.k, self.n));
+        }
+        Ok(())
+    }
+}
+
 /// What the policy decided for a track.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +110,8 @@ pub enum Verdict {
     Timeout,
     /// The face left before a decision.
     Left,
+    /// Judged not live (a print or a screen) in too many of its last frames.
+    Spoof,
 }
 
 impl Verdict {
@@ -100,11 +131,18 @@ pub struct Decision {
     pub margin: Option<f32>,
     /// Embeddings the decision rests on.
     pub embeddings: usize,
+    /// With a [`LiveRule`]: the track's last liveness score, and its live votes among its
+    /// last `n` scores, `(live, scored)`.
+    pub liveness: Option<f32>,
+    pub live_votes: Option<(usize, usize)>,
 }
 
 #[derive(Default)]
 struct TrackState {
     window: heapless::Deque<Option<Match>, MAX_WINDOW>,
+    /// Live (true) or not, per scored frame, the last `LiveRule::n`.
+    live: heapless::Deque<bool, MAX_WINDOW>,
+    last_liveness: Option<f32>,
     seen: usize,
     first: Option<Duration>,
     decided: bool,
@@ -112,6 +150,7 @@ struct TrackState {
 
 pub struct Policy {
     config: PolicyConfig,
+    live_rule: Option<LiveRule>,
     threshold: f32,
     tracks: HashMap<u64, TrackState>,
     last_grant: HashMap<String, Duration>,
@@ -121,7 +160,23 @@ impl Policy {
     /// `default_threshold` is used when the configuration has none.
     pub fn new(config: PolicyConfig, default_threshold: f32) -> Policy {
         let threshold = config.threshold.unwrap_or(default_threshold);
-        Policy { config, threshold, tracks: HashMap::new(), last_grant: HashMap::new() }
+        Policy { config, live_rule: None, threshold, tracks: HashMap::new(), last_grant: HashMap::new() }
+    }
+
+    /// Grants need the face judged live as `rule` says; `None`: liveness plays no part.
+    pub fn set_live_rule(&mut self, rule: Option<LiveRule>) {
+        if let Some(r) = rule {
+            for t in self.tracks.values_mut() {
+                while t.live.len() > r.n {
+                    t.live.pop_front();
+                }
+            }
+        }
+        self.live_rule = rule;
+    }
+
+    pub fn live_rule(&self) -> Option<LiveRule> {
+        self.live_rule
     }
 
     pub fn threshold(&self) -> f32 {
@@ -177,6 +232,10 @@ impl Policy {
                 self.last_grant.insert(id, now);
             }
         }
+        let (liveness, live_votes) = match self.live_rule {
+            Some(_) => (t.last_liveness, Some((t.live.iter().filter(|&&l| l).count(), t.live.len()))),
+            None => (None, None),
+        };
         Decision {
             track,
             verdict,
@@ -184,13 +243,17 @@ impl Policy {
             similarity: best.as_ref().map(|b| b.1),
             margin: best.as_ref().map(|b| b.2),
             embeddings: seen,
+            liveness,
+            live_votes,
         }
     }
 
-    /// Records one embedding's best match (`None`: the gallery is empty) for `track` at time
-    /// `now`; returns the decision when this embedding settles it.
-    pub fn observe(&mut self, track: u64, now: Duration, best: Option<Match>) -> Option<Decision> {
+    /// Records one embedding's best match (`None`: the gallery is empty) and, with a
+    /// [`LiveRule`], the face's liveness in the same frame (`None`: not scored) for `track` at
+    /// time `now`; returns the decision when this embedding settles it.
+    pub fn observe(&mut self, track: u64, now: Duration, best: Option<Match>, liveness: Option<f32>) -> Option<Decision> {
         let n = self.config.n;
+        let rule = self.live_rule;
         let t = self.tracks.entry(track).or_default();
         if t.decided {
             return None;
@@ -202,10 +265,32 @@ impl Policy {
         // Cannot fail: the window holds fewer than n <= MAX_WINDOW entries here.
         let _ = t.window.push_back(best);
         t.seen += 1;
+        if let (Some(rule), Some(p)) = (rule, liveness) {
+            if t.live.len() >= rule.n {
+                t.live.pop_front();
+            }
+            let _ = t.live.push_back(p >= rule.threshold);
+            t.last_liveness = Some(p);
+        }
         let t = &self.tracks[&track];
         let (hits, seen) = (self.summary(t).map_or(0, |c| c.1), t.seen);
+        let (live_ok, spoof) = match rule {
+            Some(r) => {
+                let live = t.live.iter().filter(|&&l| l).count();
+                (live >= r.k, t.live.len() - live > r.n - r.k)
+            }
+            None => (true, false),
+        };
+        if spoof {
+            return Some(self.decide(track, now, Verdict::Spoof));
+        }
         if hits >= self.config.k {
-            return Some(self.decide(track, now, Verdict::Granted));
+            if live_ok {
+                return Some(self.decide(track, now, Verdict::Granted));
+            }
+            // The identity is settled; the liveness votes are not yet: wait for them (or the
+            // decision's time limit).
+            return self.tick(track, now);
         }
         if seen >= n {
             let matched = t.window.iter().flatten().filter(|m| m.similarity >= self.threshold).count();
@@ -252,12 +337,12 @@ mod tests {
     #[test]
     fn two_of_four_grant_and_a_track_is_decided_once() {
         let mut p = policy();
-        assert_eq!(p.observe(1, s(0.0), m("ada", 0.7, 0.3)), None);
-        assert_eq!(p.observe(1, s(0.1), m("bob", 0.55, 0.02)), None, "margin too small to count");
-        let d = p.observe(1, s(0.2), m("ada", 0.6, 0.2)).unwrap();
+        assert_eq!(p.observe(1, s(0.0), m("ada", 0.7, 0.3), None), None);
+        assert_eq!(p.observe(1, s(0.1), m("bob", 0.55, 0.02), None), None, "margin too small to count");
+        let d = p.observe(1, s(0.2), m("ada", 0.6, 0.2), None).unwrap();
         assert_eq!((d.verdict, d.identity.as_deref(), d.similarity, d.embeddings), (Verdict::Granted, Some("ada"), Some(0.7), 3));
         assert!(!p.undecided(1));
-        assert_eq!(p.observe(1, s(0.3), m("ada", 0.9, 0.5)), None);
+        assert_eq!(p.observe(1, s(0.3), m("ada", 0.9, 0.5), None), None);
         assert_eq!(p.end(1, s(0.4)), None);
     }
 
@@ -265,33 +350,71 @@ mod tests {
     fn strangers_and_ambiguity_are_refused_after_n() {
         let mut p = policy();
         for i in 0..3 {
-            assert_eq!(p.observe(2, s(i as f32 * 0.1), m("ada", 0.2, 0.1)), None);
+            assert_eq!(p.observe(2, s(i as f32 * 0.1), m("ada", 0.2, 0.1), None), None);
         }
-        assert_eq!(p.observe(2, s(0.3), m("ada", 0.6, 0.3)).unwrap().verdict, Verdict::Unknown);
+        assert_eq!(p.observe(2, s(0.3), m("ada", 0.6, 0.3), None).unwrap().verdict, Verdict::Unknown);
         for i in 0..3 {
-            assert_eq!(p.observe(3, s(i as f32 * 0.1), m(["ada", "bob", "cy"][i], 0.6, 0.3)), None);
+            assert_eq!(p.observe(3, s(i as f32 * 0.1), m(["ada", "bob", "cy"][i], 0.6, 0.3), None), None);
         }
-        assert_eq!(p.observe(3, s(0.3), m("dee", 0.6, 0.3)).unwrap().verdict, Verdict::Ambiguous);
-        assert_eq!(p.observe(4, s(0.0), None), None, "empty gallery");
+        assert_eq!(p.observe(3, s(0.3), m("dee", 0.6, 0.3), None).unwrap().verdict, Verdict::Ambiguous);
+        assert_eq!(p.observe(4, s(0.0), None, None), None, "empty gallery");
     }
 
     #[test]
     fn cooldown_timeout_and_leaving() {
         let mut p = policy();
-        p.observe(1, s(0.0), m("ada", 0.7, 0.3));
-        assert_eq!(p.observe(1, s(0.1), m("ada", 0.7, 0.3)).unwrap().verdict, Verdict::Granted);
-        p.observe(2, s(5.0), m("ada", 0.7, 0.3));
-        let d = p.observe(2, s(5.1), m("ada", 0.7, 0.3)).unwrap();
+        p.observe(1, s(0.0), m("ada", 0.7, 0.3), None);
+        assert_eq!(p.observe(1, s(0.1), m("ada", 0.7, 0.3), None).unwrap().verdict, Verdict::Granted);
+        p.observe(2, s(5.0), m("ada", 0.7, 0.3), None);
+        let d = p.observe(2, s(5.1), m("ada", 0.7, 0.3), None).unwrap();
         assert_eq!(d.verdict, Verdict::Cooldown);
         assert!(!d.verdict.opens());
-        p.observe(3, s(20.0), m("ada", 0.7, 0.3));
-        assert_eq!(p.observe(3, s(20.1), m("ada", 0.7, 0.3)).unwrap().verdict, Verdict::Granted, "cooldown over");
-        p.observe(4, s(30.0), m("bob", 0.2, 0.1));
+        p.observe(3, s(20.0), m("ada", 0.7, 0.3), None);
+        assert_eq!(p.observe(3, s(20.1), m("ada", 0.7, 0.3), None).unwrap().verdict, Verdict::Granted, "cooldown over");
+        p.observe(4, s(30.0), m("bob", 0.2, 0.1), None);
         assert_eq!(p.tick(4, s(32.0)), None);
         assert_eq!(p.tick(4, s(33.5)).unwrap().verdict, Verdict::Timeout);
-        p.observe(5, s(40.0), m("bob", 0.2, 0.1));
+        p.observe(5, s(40.0), m("bob", 0.2, 0.1), None);
         assert_eq!(p.end(5, s(40.5)).unwrap().verdict, Verdict::Left);
         assert_eq!(p.end(6, s(41.0)), None, "never embedded: nothing to report");
+    }
+
+    fn live_policy() -> Policy {
+        let mut p = policy();
+        p.set_live_rule(Some(LiveRule { threshold: 0.5, k: 2, n: 4 }));
+        p
+    }
+
+    #[test]
+    fn a_match_waits_for_live_votes_and_then_opens() {
+        let mut p = live_policy();
+        assert_eq!(p.observe(1, s(0.0), m("ada", 0.7, 0.3), Some(0.9)), None);
+        assert_eq!(p.observe(1, s(0.1), m("ada", 0.7, 0.3), Some(0.2)), None, "two matches but one live vote: wait");
+        let d = p.observe(1, s(0.2), m("ada", 0.7, 0.3), Some(0.8)).unwrap();
+        assert_eq!((d.verdict, d.liveness, d.live_votes), (Verdict::Granted, Some(0.8), Some((2, 3))));
+        // Without a score (the model failed) nothing counts as live: the track times out.
+        p.observe(2, s(10.0), m("bob", 0.7, 0.3), None);
+        assert_eq!(p.observe(2, s(10.1), m("bob", 0.7, 0.3), None), None);
+        assert_eq!(p.tick(2, s(13.5)).unwrap().verdict, Verdict::Timeout);
+    }
+
+    #[test]
+    fn a_face_that_cannot_reach_k_live_votes_is_a_spoof_whoever_it_matches() {
+        let mut p = live_policy();
+        assert_eq!(p.observe(1, s(0.0), m("ada", 0.9, 0.5), Some(0.1)), None);
+        assert_eq!(p.observe(1, s(0.1), m("ada", 0.9, 0.5), Some(0.3)), None, "identity settled, liveness not yet");
+        // 3 of 4 below the threshold: at most 1 live vote in the window, fewer than k = 2.
+        let d = p.observe(1, s(0.2), m("ada", 0.9, 0.5), Some(0.2)).unwrap();
+        assert_eq!((d.verdict.clone(), d.identity.as_deref(), d.live_votes), (Verdict::Spoof, Some("ada"), Some((0, 3))));
+        assert!(!d.verdict.opens());
+        // A refused spoof starts no cooldown: the real person is granted right after.
+        p.observe(2, s(0.5), m("ada", 0.9, 0.5), Some(0.9));
+        assert_eq!(p.observe(2, s(0.6), m("ada", 0.9, 0.5), Some(0.9)).unwrap().verdict, Verdict::Granted);
+        // Liveness off: no votes needed, none reported.
+        let mut q = policy();
+        let d = q.observe(3, s(0.0), m("ada", 0.9, 0.5), Some(0.0)).or_else(|| q.observe(3, s(0.1), m("ada", 0.9, 0.5), Some(0.0))).unwrap();
+        assert_eq!((d.verdict, d.live_votes), (Verdict::Granted, None));
+        assert!(LiveRule { threshold: 0.5, k: 3, n: 2 }.validate().unwrap_err().contains("liveness_k"));
     }
 
     #[test]

@@ -130,6 +130,14 @@ fn multitask_matches_onnxruntime() {
     check("mtl");
 }
 
+/// The liveness models (#19) on the 80×80 crop of obama.jpg that the reference's crop rule makes,
+/// against PyTorch on the published state dicts.
+#[test]
+fn liveness_models_match_pytorch() {
+    check("minifasnet-v2");
+    check("minifasnet-v1se");
+}
+
 #[test]
 fn multitask_int8_matches_onnxruntime() {
     let g = golden("mtl-int8");

@@ -38,7 +38,7 @@ fn bundled_photos_match_the_reference_pipeline() {
     let config = PipelineConfig { detector_config: Some(detector), ..PipelineConfig::default() };
     let pipeline = Pipeline::new(&config).unwrap();
     let reference = read_toml(&root().join("models/golden/pipeline.toml"));
-    let want = Want { embedding: true, attributes: true };
+    let want = Want { embedding: true, attributes: true, liveness: false };
     for image in reference["images"].as_array().unwrap() {
         let file = image["file"].as_str().unwrap();
         let img = read_image(&sample(file)).unwrap();
@@ -82,7 +82,7 @@ fn bundled_photos_match_the_reference_pipeline() {
 fn same_person_matches_and_strangers_do_not() {
     let pipeline = default_pipeline();
     let threshold = pipeline.embedder.model.manifest.match_threshold.unwrap();
-    let want = Want { embedding: true, attributes: false };
+    let want = Want { embedding: true, attributes: false, liveness: false };
     let emb = |name: &str| {
         let img = read_image(&sample(name)).unwrap();
         let faces = pipeline.analyze(&img, want).unwrap();
@@ -118,7 +118,7 @@ fn celeba_same_identity_is_closer_than_different() {
         let (Some(file), Some(id)) = (cols.next(), cols.next()) else { continue };
         by_id.entry(id.to_string()).or_default().push(file.to_string());
     }
-    let want = Want { embedding: true, attributes: false };
+    let want = Want { embedding: true, attributes: false, liveness: false };
     let mut people = Vec::new();
     for files in by_id.values().filter(|f| f.len() >= 4).take(12) {
         let embs: Vec<Vec<f32>> = files
@@ -160,7 +160,7 @@ fn int8_multitask_agrees_with_float() {
     let pipeline = default_pipeline();
     assert!(pipeline.embedder.is_multitask(), "the default per-face model is the multi-task one");
     let int8 = facegate::analyze::Embedder::new("mtl-int8").unwrap();
-    let want = Want { embedding: true, attributes: true };
+    let want = Want { embedding: true, attributes: true, liveness: false };
     let mut n = 0;
     for file in ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png"] {
         let img = read_image(&sample(file)).unwrap();

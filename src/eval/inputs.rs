@@ -1,5 +1,6 @@
-//! Reading evaluation inputs: pair lists (LFW `pairs.txt`, CSV), attribute label lists and
-//! folder-per-person image trees. Parsing only; no images are opened here.
+//! Reading evaluation inputs: pair lists (LFW `pairs.txt`, CSV), attribute label lists,
+//! presentation (live/spoof) lists and folder-per-person image trees. Parsing only; no images
+//! are opened here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -236,4 +237,64 @@ pub fn people_in(dir: &Path, loose: bool) -> Result<BTreeMap<String, Vec<PathBuf
 /// Every image directly in `dir` or in its folders one level down, sorted by folder.
 pub fn images_in_tree(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(people_in(dir, true)?.into_values().flatten().collect())
+}
+
+/// One presentation of `eval spoof` and `calibrate --spoof-labels`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpoofLabel {
+    pub path: PathBuf,
+    /// `None`: a live (bona fide) presentation; `Some(species)`: an attack of that species.
+    pub attack: Option<String>,
+}
+
+/// The species of an attack listed without a kind.
+pub const UNSPECIFIED_SPECIES: &str = "unspecified";
+
+/// A presentation list: CSV with a header naming `path` and `label` and optionally `kind`
+/// (any order); label `live` or `spoof` (any case), kind the attack species (print, replay,
+/// mask, …; lower-cased; empty for live rows; [`UNSPECIFIED_SPECIES`] for an attack without
+/// one). Relative paths are taken under `root`. A path listed twice is refused, and so is a
+/// list without both live and spoof rows.
+pub fn read_spoof_labels(path: &Path, root: &Path) -> Result<Vec<SpoofLabel>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_spoof_labels(&text, root).with_context(|| format!("presentation list {}", path.display()))
+}
+
+pub fn parse_spoof_labels(text: &str, root: &Path) -> Result<Vec<SpoofLabel>> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (i, head) = lines.next().context("empty list (expected a header path,label[,kind])")?;
+    let cols: Vec<String> = head.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+    let col = |name: &str| cols.iter().position(|c| c == name);
+    let (ip, il, ik) = match (col("path"), col("label"), col("kind")) {
+        (Some(p), Some(l), k) => (p, l, k),
+        _ => bail!("line {}: the header must name path and label (and optionally kind), not {head:?}", i + 1),
+    };
+    let mut out = Vec::new();
+    let mut first_line: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    for (i, line) in lines {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() <= ip.max(il) {
+            bail!("line {}: expected path,label[,kind], got {line:?}", i + 1);
+        }
+        let kind = ik.and_then(|k| f.get(k)).map_or(String::new(), |k| k.to_lowercase());
+        let attack = match f[il].to_ascii_lowercase().as_str() {
+            "live" if kind.is_empty() => None,
+            "live" => bail!("line {}: a live presentation has no attack kind, not {kind:?}", i + 1),
+            "spoof" if kind.is_empty() => Some(UNSPECIFIED_SPECIES.to_string()),
+            "spoof" => Some(kind),
+            other => bail!("line {}: label must be live or spoof, not {other:?}", i + 1),
+        };
+        if f[ip].is_empty() {
+            bail!("line {}: the path is empty", i + 1);
+        }
+        let path = root.join(f[ip]);
+        if let Some(first) = first_line.insert(path.clone(), i + 1) {
+            bail!("line {}: {} is listed again (first on line {first})", i + 1, f[ip]);
+        }
+        out.push(SpoofLabel { path, attack });
+    }
+    if !out.iter().any(|l| l.attack.is_none()) || !out.iter().any(|l| l.attack.is_some()) {
+        bail!("the list needs both live and spoof presentations");
+    }
+    Ok(out)
 }

@@ -1,5 +1,5 @@
-//! Built-in evaluation and threshold calibration: `eval verify`, `eval ident`, `eval attrs`
-//! and `calibrate`.
+//! Built-in evaluation and threshold calibration: `eval verify`, `eval ident`, `eval attrs`,
+//! `eval spoof` and `calibrate` (the liveness side of the last two in [`spoof`]).
 //!
 //! Every command analyses each distinct image once with the loaded pipeline (on
 //! `Context::threads` threads, the largest face of each image), keeps the embeddings in
@@ -10,8 +10,12 @@
 
 pub mod inputs;
 pub mod metrics;
+pub mod pad;
 pub mod plot;
 pub mod report;
+mod spoof;
+
+pub use spoof::{calibrate_spoof, spoof, SpoofArgs, SpoofCalibrateArgs, APCERS};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -80,7 +84,7 @@ fn analyse_all<T: Send>(
 }
 
 fn embeddings(ctx: &Context, images: &[PathBuf]) -> Result<Vec<Seen<Vec<f32>>>> {
-    analyse_all(ctx, images, Want { embedding: true, attributes: false }, |f| f.analysis.embedding.clone())
+    analyse_all(ctx, images, Want { embedding: true, attributes: false, liveness: false }, |f| f.analysis.embedding.clone())
 }
 
 /// A path as shown in reports: relative to `root` when under it.
@@ -593,7 +597,7 @@ pub fn attrs(ctx: &Context, args: &AttrsArgs, out: &mut dyn Write) -> Result<Out
     let images: Vec<PathBuf> = sets.iter().flatten().map(|l| l.path.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let index: BTreeMap<&PathBuf, usize> = images.iter().enumerate().map(|(i, p)| (p, i)).collect();
     writeln!(out, "{} labelled photos in {} list(s)", images.len(), sets.len())?;
-    let seen = analyse_all(ctx, &images, Want { embedding: false, attributes: true }, |f| Some((f.analysis.age?, f.analysis.male_prob?)))?;
+    let seen = analyse_all(ctx, &images, Want { embedding: false, attributes: true, liveness: false }, |f| Some((f.analysis.age?, f.analysis.male_prob?)))?;
     let mut rep_sets = Vec::new();
     for (file, labels) in args.labels.iter().zip(&sets) {
         let samples: Vec<metrics::AttrSample> = labels
@@ -737,7 +741,7 @@ pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Re
         bail!("--gallery and --unknown-dir go together: unknown faces are compared with the installed gallery");
     }
     if args.pairs.is_none() && args.people_dir.is_none() && args.gallery.is_none() {
-        bail!("nothing to calibrate on: give --pairs FILE, --people-dir DIR, or --gallery G --unknown-dir DIR");
+        bail!("nothing to calibrate on: give --pairs FILE, --people-dir DIR, or --gallery G --unknown-dir DIR (or, for liveness, --spoof-labels FILE --apcer A)");
     }
     // The installed gallery first: a damaged or foreign one fails before the long part.
     let gallery = args.gallery.as_deref().map(|g| ctx.open_gallery(g)).transpose()?;

@@ -225,16 +225,22 @@ fn floor_decade(v: f64) -> f64 {
 
 /// DET: false reject rate against false accept rate, both on log axes.
 pub fn det(path: &Path, title: &str, curve: &[(f64, f64)], marks: &[(String, f64, f64)]) -> Result<()> {
-    let lo_x = floor_decade(curve.iter().map(|p| p.0).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(1e-6);
-    let lo_y = floor_decade(curve.iter().map(|p| p.1).filter(|&f| f > 0.0).fold(1.0, f64::min)).max(1e-4);
+    det_with_axes(path, title, ("false accept rate", "false reject rate"), curve, marks)
+}
+
+/// A DET with other names for its axes (x, y): APCER and BPCER for presentation attacks.
+pub fn det_with_axes(path: &Path, title: &str, axes: (&str, &str), curve: &[(f64, f64)], marks: &[(String, f64, f64)]) -> Result<()> {
+    // At most 0.1: a curve with no point above zero on both axes still gets a range.
+    let lo_x = floor_decade(curve.iter().map(|p| p.0).filter(|&f| f > 0.0).fold(1.0, f64::min)).clamp(1e-6, 0.1);
+    let lo_y = floor_decade(curve.iter().map(|p| p.1).filter(|&f| f > 0.0).fold(1.0, f64::min)).clamp(1e-4, 0.1);
     render(path, |root| {
         let mut chart = frame(&root, title)
             .build_cartesian_2d((lo_x..1.0).log_scale(), (lo_y..1.0).log_scale())
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("false accept rate")
-            .y_desc("false reject rate")
+            .x_desc(axes.0)
+            .y_desc(axes.1)
             .x_label_formatter(&|v| format!("{v:.0e}"))
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .label_style(("sans-serif", 10))
@@ -261,14 +267,30 @@ pub fn det(path: &Path, title: &str, curve: &[(f64, f64)], marks: &[(String, f64
 /// Histograms (as fractions of each set, 0.02 wide bins over [-0.5, 1]) of genuine and
 /// impostor similarities, with vertical lines at the marked thresholds.
 pub fn histogram(path: &Path, title: &str, genuine: &[f32], impostor: &[f32], thresholds: &[(String, f32)]) -> Result<()> {
-    const LO: f64 = -0.5;
+    let scale = HistScale { lo: -0.5, x_desc: "cosine similarity", y_desc: "fraction of pairs per 0.02 bin", names: ["genuine", "impostor"] };
+    histogram_on(path, title, &scale, genuine, impostor, thresholds)
+}
+
+/// The score axis of a [`histogram_on`] and the names of its two sets.
+pub struct HistScale<'a> {
+    /// The axis runs from `lo` to 1 in 0.02 wide bins.
+    pub lo: f64,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    /// The accepted set (drawn blue) and the rejected one (red).
+    pub names: [&'a str; 2],
+}
+
+/// Histograms of two sets of scores on `scale`, with vertical lines at the marked thresholds.
+pub fn histogram_on(path: &Path, title: &str, scale: &HistScale<'_>, genuine: &[f32], impostor: &[f32], thresholds: &[(String, f32)]) -> Result<()> {
     const BIN: f64 = 0.02;
-    const BINS: usize = 75;
+    let lo = scale.lo.min(1.0 - BIN);
+    let bins = ((1.0 - lo) / BIN).round() as usize;
     let hist = |v: &[f32]| {
-        let mut h = vec![0f64; BINS];
+        let mut h = vec![0f64; bins];
         let finite: Vec<f32> = v.iter().copied().filter(|s| s.is_finite()).collect();
         for s in &finite {
-            let i = ((*s as f64 - LO) / BIN).floor().clamp(0.0, (BINS - 1) as f64) as usize;
+            let i = ((*s as f64 - lo) / BIN).floor().clamp(0.0, (bins - 1) as f64) as usize;
             h[i] += 1.0;
         }
         let n = finite.len().max(1) as f64;
@@ -279,20 +301,20 @@ pub fn histogram(path: &Path, title: &str, genuine: &[f32], impostor: &[f32], th
     let top = g.iter().chain(&i).copied().fold(0.0, f64::max) * 1.1 + 1e-9;
     render(path, |root| {
         let mut chart = frame(&root, title)
-            .build_cartesian_2d(LO..1.0, 0.0..top)
+            .build_cartesian_2d(lo..1.0, 0.0..top)
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("cosine similarity")
-            .y_desc("fraction of pairs per 0.02 bin")
+            .x_desc(scale.x_desc)
+            .y_desc(scale.y_desc)
             .label_style(("sans-serif", 10))
             .axis_desc_style(("sans-serif", 10))
             .draw()
             .map_err(err)?;
-        for (h, colour, name) in [(&i, IMPOSTOR, "impostor"), (&g, GENUINE, "genuine")] {
+        for (h, colour, name) in [(&i, IMPOSTOR, scale.names[1]), (&g, GENUINE, scale.names[0])] {
             chart
                 .draw_series(h.iter().enumerate().map(|(k, &v)| {
-                    let x0 = LO + k as f64 * BIN;
+                    let x0 = lo + k as f64 * BIN;
                     Rectangle::new([(x0, 0.0), (x0 + BIN, v)], colour.mix(0.45).filled())
                 }))
                 .map_err(err)?

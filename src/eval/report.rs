@@ -9,7 +9,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::metrics::{AttrScore, FarThreshold, FoldResult, OpenSetPoint, Support};
+use super::pad::{ApcerThreshold, BpcerAtApcer, ErrorCount, SpeciesApcer};
 use crate::config::Calibration;
+use crate::liveness::LivenessCalibration;
 
 /// Rounds for the report (the JSON stays readable; nothing downstream needs more digits).
 pub fn r(v: f64, digits: i32) -> f64 {
@@ -196,6 +198,127 @@ pub struct CalibrationReport {
     pub top_impostor_scores: Vec<f32>,
     pub installed_gallery: Option<OneToNCheck>,
     pub calibration: Calibration,
+    pub caveat: &'static str,
+    pub plots: Vec<String>,
+}
+
+/// Presentations of a live/spoof list by class: live, attacks, attacks per species.
+#[derive(Serialize, Default)]
+pub struct PadCounts {
+    pub bona_fide: usize,
+    pub attacks: usize,
+    pub attacks_per_species: BTreeMap<String, usize>,
+}
+
+/// Presentations without a score (no face found, or the image could not be read or scored):
+/// failures to acquire, counted per class and species and left out of APCER and BPCER.
+#[derive(Serialize)]
+pub struct NonResponses {
+    pub rule: &'static str,
+    #[serde(flatten)]
+    pub counts: PadCounts,
+    /// Of those, images that could not be read or scored.
+    pub unreadable: usize,
+    pub files: Vec<ScoredFile>,
+}
+
+/// One presentation named in a report: the file (relative to `--images-root`), its class
+/// (`live` or the attack species), and its score or what became of it.
+#[derive(Serialize)]
+pub struct ScoredFile {
+    pub file: String,
+    pub class: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// (APCER_max + BPCER) / 2, labelled as what it is.
+#[derive(Serialize)]
+pub struct Acer {
+    pub value: f64,
+    pub note: &'static str,
+}
+
+pub const ACER_NOTE: &str = "outside ISO/IEC 30107-3 (deprecated there): (APCER_max + BPCER) / 2, for comparison with papers only";
+
+/// Error rates at one liveness threshold.
+#[derive(Serialize)]
+pub struct PadAtThreshold {
+    pub source: String,
+    pub threshold: f32,
+    pub apcer_per_species: Vec<SpeciesApcer>,
+    /// The most successful species' APCER.
+    pub apcer_max: Option<SpeciesApcer>,
+    pub bpcer: ErrorCount,
+    pub acer: Acer,
+}
+
+/// The equal error point over all attacks pooled against the live presentations.
+#[derive(Serialize)]
+pub struct PadEer {
+    pub eer: f64,
+    pub threshold: f32,
+    pub apcer_pooled: f64,
+    pub bpcer: f64,
+    pub note: &'static str,
+}
+
+/// The liveness models that scored: name and weights hash.
+#[derive(Serialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Serialize)]
+pub struct SpoofReport {
+    pub what: &'static str,
+    pub labels_file: String,
+    pub images_root: String,
+    pub score: &'static str,
+    pub liveness_models: Vec<ModelRef>,
+    pub run: RunInfo,
+    /// Every presentation listed.
+    pub presentations: PadCounts,
+    pub non_responses: NonResponses,
+    /// The presentations the rates rest on.
+    pub scored: PadCounts,
+    pub at_threshold: PadAtThreshold,
+    pub bpcer_at_apcer: Vec<BpcerAtApcer>,
+    pub eer: PadEer,
+    pub roc_auc: f64,
+    /// The attacks most nearly judged live, and the live presentations most nearly refused.
+    pub highest_attack_scores: Vec<ScoredFile>,
+    pub lowest_bona_fide_scores: Vec<ScoredFile>,
+    pub caveat: &'static str,
+    pub plots: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct SpoofCalibrationReport {
+    pub what: &'static str,
+    pub run: RunInfo,
+    pub labels_file: String,
+    pub presentations: PadCounts,
+    pub non_responses: NonResponses,
+    pub scored: PadCounts,
+    pub target_apcer: f64,
+    /// The smallest threshold that meets the target on these attacks, before rounding.
+    pub chosen: ApcerThreshold,
+    /// `chosen.threshold` rounded up at 4 decimals (never admitting more attacks), within [0, 1].
+    pub threshold: f32,
+    pub apcer_per_species: Vec<SpeciesApcer>,
+    pub apcer_max: Option<SpeciesApcer>,
+    pub bpcer: ErrorCount,
+    /// False when some species has fewer than 1/target attacks: the threshold then only
+    /// clears every attack seen, and the target rate is not measured.
+    pub measurable: bool,
+    /// False when APCER_max at the threshold is above the target (attacks scoring 1.0).
+    pub target_met: bool,
+    pub warnings: Vec<String>,
+    pub calibration: LivenessCalibration,
     pub caveat: &'static str,
     pub plots: Vec<String>,
 }
