@@ -26,12 +26,14 @@ use tract_core::plan::{eval, SimpleState};
 const RUNS: usize = 7;
 
 /// What is profiled: label, embedded model, detector size `[height, width]` to pin.
-const CASES: [(&str, &str, Option<[usize; 2]>); 5] = [
+const CASES: [(&str, &str, Option<[usize; 2]>); 7] = [
     ("centerface@640x480", "centerface", Some([480, 640])),
     ("centerface@480x640", "centerface", Some([640, 480])),
     ("centerface@256x256", "centerface", Some([256, 256])),
     ("mobilefacenet", "mobilefacenet", None),
     ("faceres", "faceres", None),
+    ("minifasnet-v2", "minifasnet-v2", None),
+    ("minifasnet-v1se", "minifasnet-v1se", None),
 ];
 
 /// A short label for a node's op: the op name, with depthwise convolutions told apart.
