@@ -65,7 +65,7 @@ fn short_f64(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(v as f64)
 }
 
-fn short<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn short<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(short_f64(*v))
 }
 

@@ -41,8 +41,10 @@ pub const SHIPPED_THRESHOLD: f32 = 0.5;
 #[serde(deny_unknown_fields)]
 pub struct LivenessCalibration {
     /// Fused live probability at or above which a face is judged live.
+    #[serde(serialize_with = "crate::config::short")]
     pub threshold: f32,
-    /// The attack presentation classification error rate (worst species) it was chosen for.
+    /// The attack presentation classification error rate of the worst species measured at the
+    /// threshold (at most the target asked for, when the data could meet it).
     #[serde(default)]
     pub apcer: Option<f64>,
     /// The bona fide rejection rate measured at the threshold.

@@ -522,7 +522,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let args = eval::SpoofCalibrateArgs { labels, images_root, apcer, write, report, plots, command: command_line };
             eval::calibrate_spoof(&ctx, &args, out)
         }
-        Command::Calibrate { far, fpir, pairs, people_dir, spoof_labels: None, apcer: _, images_root, gallery, unknown_dir, write, report, plots } => {
+        Command::Calibrate { far, fpir, pairs, people_dir, spoof_labels: None, apcer, images_root, gallery, unknown_dir, write, report, plots } => {
+            // clap waives `requires` when the required argument conflicts with one given.
+            if apcer.is_some() {
+                anyhow::bail!("--apcer goes with --spoof-labels (the liveness threshold); the match threshold takes --far");
+            }
             let args = eval::CalibrateArgs {
                 far,
                 fpir,

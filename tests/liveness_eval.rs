@@ -180,7 +180,7 @@ fn eval_spoof_and_calibrate_on_the_spoof_dev_photos() {
     assert!(config.kiosk.is_some(), "the file's other tables are kept");
     let l = config.liveness.expect("[liveness] written");
     assert!((0.0..=1.0).contains(&l.threshold));
-    assert_eq!(l.threshold as f64, c["threshold"].as_f64().unwrap());
+    assert_eq!(l.threshold, c["threshold"].as_f64().unwrap() as f32);
     assert_eq!((l.attacks, l.bona_fide), (Some(2), Some(1)));
     assert!(l.data.contains("labels.csv") && l.method.contains("--spoof-labels"), "{l:?}");
     assert_eq!(l.apcer, c["apcer_max"]["rate"].as_f64());

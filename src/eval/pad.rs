@@ -170,7 +170,11 @@ pub fn bpcer_at_apcer(species: &Species, bona_fide: &[f32], target_apcer: f64) -
         Support::Insufficient => {
             let thin = t.species.iter().filter(|s| s.allowed_above == 0).min_by_key(|s| s.attacks).or(t.thinnest());
             let (name, n) = thin.map_or((String::new(), 0), |s| (s.species.clone(), s.attacks));
-            none(format!("species {name:?} has {n} attacks with a face; measuring APCER {target_apcer} needs at least {need:.0} per species"))
+            none(format!(
+                "species {name:?} has {n} attack{} with a face; measuring APCER {}% needs at least {need:.0} per species",
+                if n == 1 { "" } else { "s" },
+                (target_apcer * 1e6).round() / 1e4
+            ))
         }
         support => {
             let per = apcer_per_species(species, t.threshold);

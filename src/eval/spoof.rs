@@ -365,7 +365,7 @@ pub fn calibrate_spoof(ctx: &Context, args: &SpoofCalibrateArgs, out: &mut dyn W
 
     let non_responses = list.non_responses(root);
     let data = format!(
-        "{}: {} live and {} attack presentations with a face ({}); {} non-responses left out",
+        "{}: {} live and {} attack presentations with a face ({}); non-responses left out: {}",
         args.labels.display(),
         list.scored.bona_fide,
         list.scored.attacks,
@@ -415,7 +415,7 @@ pub fn calibrate_spoof(ctx: &Context, args: &SpoofCalibrateArgs, out: &mut dyn W
     writeln!(out, "non-responses (no face or unreadable; left out): {} live, {} attacks ({} unreadable)", nr.counts.bona_fide, nr.counts.attacks, nr.unreadable)?;
     writeln!(out, "liveness threshold for APCER {}: {t:.4} (the smallest that meets it: {})", percent(target), rep.chosen.threshold)?;
     match &rep.apcer_max {
-        Some(w) => writeln!(out, "  APCER_max there: {} ({}; set by {})", pct(&w.apcer), w.species, rep.chosen.limiting_species)?,
+        Some(w) => writeln!(out, "  APCER_max there: {}: {}; the threshold is set by {}", w.species, pct(&w.apcer), rep.chosen.limiting_species)?,
         None => writeln!(out, "  APCER_max there: not measured")?,
     }
     writeln!(out, "  BPCER there: {}", pct(&rep.bpcer))?;
