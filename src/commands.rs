@@ -231,7 +231,7 @@ fn analyze_one(ctx: &Context, path: &Path, json: bool, embeddings: bool, livenes
 
 /// "live" or "spoof" for a liveness score at `threshold`.
 pub fn live_word(liveness: f32, threshold: f32) -> &'static str {
-    if liveness >= threshold {
+    if crate::liveness::is_live(liveness, threshold) {
         "live"
     } else {
         "spoof"
@@ -411,7 +411,8 @@ impl LiveCheck {
 
     /// Whether a face with this analysis is refused as a spoof.
     fn refuses(self, ctx: &Context, face: &Face) -> bool {
-        self == LiveCheck::Require && face.analysis.liveness.is_some_and(|p| p < ctx.liveness_threshold)
+        // Fails closed: a face without a score is not live.
+        self == LiveCheck::Require && !face.analysis.liveness.is_some_and(|p| crate::liveness::is_live(p, ctx.liveness_threshold))
     }
 }
 
@@ -581,7 +582,7 @@ pub fn annotate_image(
             label.push_str(&format!("{g} {age:.0} "));
         }
         if let Some(p) = a.liveness {
-            let live = p >= ctx.liveness_threshold;
+            let live = crate::liveness::is_live(p, ctx.liveness_threshold);
             label.push_str(&format!("{} {p:.2}", if live { "live" } else { "SPOOF" }));
             if !live {
                 colour = [255, 40, 40];

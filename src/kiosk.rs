@@ -199,6 +199,9 @@ impl Control {
 pub struct Settings {
     pub board: Option<crate::board::Board>,
     pub file: Option<PathBuf>,
+    /// `--liveness-threshold`: over the file's `[liveness]`, under its `[kiosk]
+    /// liveness_threshold`, at start and on every reload.
+    pub liveness_threshold: Option<f32>,
 }
 
 impl Settings {
@@ -206,7 +209,8 @@ impl Settings {
     pub fn load(&self) -> anyhow::Result<(KioskConfig, Option<crate::config::Calibration>)> {
         let file = self.file.as_deref().map(crate::config::Config::load).transpose()?.unwrap_or_default();
         let mut kiosk = file.kiosk_config(self.board.as_ref())?;
-        kiosk.liveness_threshold = kiosk.liveness_threshold.or(file.liveness.as_ref().map(|l| l.threshold));
+        kiosk.liveness_threshold =
+            kiosk.liveness_threshold.or(self.liveness_threshold).or(file.liveness.as_ref().map(|l| l.threshold));
         Ok((kiosk, file.calibration))
     }
 }
@@ -354,11 +358,21 @@ impl Kiosk<'_> {
             new.liveness = self.config.liveness;
         }
         new.liveness_threshold = new.liveness_threshold.or(self.config.liveness_threshold);
+        // The file was checked as written; with the keys kept from the running settings it
+        // must still hold together (liveness_k and liveness_n, say, under liveness forced on).
+        if let Err(e) = new.validate() {
+            log::error!("configuration not reloaded, the settings in force stay: {e}");
+            return format!("configuration not reloaded: {e}");
+        }
         policy.reconfigure(new.policy.clone(), policy.threshold());
         policy.set_live_rule(new.live_rule(crate::liveness::SHIPPED_THRESHOLD));
         tracker.reconfigure(new.tracker.clone());
         self.config = new;
-        let mut detail = format!("configuration reloaded (threshold {:.4})", policy.threshold());
+        let mut detail = format!("configuration reloaded (threshold {:.4}", policy.threshold());
+        if let Some(rule) = policy.live_rule() {
+            detail.push_str(&format!(", liveness threshold {:.4}, {} of {}", rule.threshold, rule.k, rule.n));
+        }
+        detail.push(')');
         if !restart.is_empty() {
             log::warn!("{} changed in {}: takes effect at the next start", restart.join(" and "), path.display());
             detail.push_str(&format!("; {} not changed until a restart", restart.join(" and ")));

@@ -35,6 +35,11 @@ pub const MODELS: [&str; 2] = ["minifasnet-v2", "minifasnet-v1se"];
 /// in force. What it rests on: README "Liveness" and `models/MODEL_CARD.md`.
 pub const SHIPPED_THRESHOLD: f32 = 0.5;
 
+/// Whether a face with this fused live probability is judged live at `threshold`.
+pub fn is_live(liveness: f32, threshold: f32) -> bool {
+    liveness >= threshold
+}
+
 /// A liveness threshold chosen by `facegate calibrate --spoof-labels`, with what it rests on:
 /// `[liveness]` of a configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -131,14 +136,19 @@ pub fn crop_box(src_w: u32, src_h: u32, bbox: [i64; 4], scale: f64) -> Option<[i
 /// samples clamped, weights in 11-bit fixed point, the vertical pass as its SIMD code rounds
 /// it; an exact 2× reduction goes through its area average, as OpenCV switches it.
 pub fn resize_like_opencv(img: &RgbImage, rect: [i64; 4], out_w: u32, out_h: u32) -> RgbImage {
-    let [l, t, r, b] = rect.map(|v| v.max(0) as usize);
     let (iw, ih) = (img.width() as usize, img.height() as usize);
-    let (r, b) = (r.min(iw.saturating_sub(1)), b.min(ih.saturating_sub(1)));
-    let (sw, sh) = ((r + 1).saturating_sub(l).max(1), (b + 1).saturating_sub(t).max(1));
+    let mut out = RgbImage::new(out_w, out_h);
+    if iw == 0 || ih == 0 || out_w == 0 || out_h == 0 {
+        return out;
+    }
+    // Any rectangle is brought inside the image, so every read below is in bounds.
+    let [l, t, r, b] = rect.map(|v| v.max(0) as usize);
+    let (r, b) = (r.min(iw - 1), b.min(ih - 1));
+    let (l, t) = (l.min(r), t.min(b));
+    let (sw, sh) = (r + 1 - l, b + 1 - t);
     let (ow, oh) = (out_w as usize, out_h as usize);
     let px = img.as_raw();
     let at = |x: usize, y: usize, c: usize| px[((t + y) * iw + l + x) * 3 + c] as i32;
-    let mut out = RgbImage::new(out_w, out_h);
     if sw == 2 * ow && sh == 2 * oh {
         for (i, p) in out.as_mut().chunks_exact_mut(3).enumerate() {
             let (x, y) = (i % ow * 2, i / ow * 2);
@@ -306,6 +316,16 @@ mod tests {
                 assert!(l >= 0 && t >= 0 && r <= 639 && b <= 479 && l <= r && t <= b, "{x},{y},{w},{h}");
             }
         }
+    }
+
+    #[test]
+    fn resize_reads_inside_the_image_whatever_the_rectangle() {
+        let img = RgbImage::from_pixel(10, 8, image::Rgb([9, 9, 9]));
+        for rect in [[-5, -5, 100, 100], [50, 50, 60, 60], [7, 6, 2, 1], [0, 0, 0, 0], [9, 7, 9, 7]] {
+            let out = resize_like_opencv(&img, rect, 80, 80);
+            assert!(out.pixels().all(|p| p.0 == [9, 9, 9]), "{rect:?}");
+        }
+        assert_eq!(resize_like_opencv(&RgbImage::new(0, 0), [0, 0, 5, 5], 4, 4).dimensions(), (4, 4));
     }
 
     #[test]

@@ -415,7 +415,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         // Before any model is loaded: tract picks its kernels once.
         b.apply_tract_cpu();
     }
-    let settings = facegate::kiosk::Settings { board: board.clone(), file: cli.config.clone() };
+    let settings = facegate::kiosk::Settings { board: board.clone(), file: cli.config.clone(), liveness_threshold: cli.liveness_threshold };
     let kiosk = match cli.command {
         // The file is already read: check its [kiosk] over the board's without reading it again.
         Command::Run { .. } => Some(file_config.clone().unwrap_or_default().kiosk_config(board.as_ref())?),

@@ -9,9 +9,12 @@
 //! reported as `cooldown`. Thresholds come from the embedder's calibration unless configured.
 //!
 //! With a [`LiveRule`] (the kiosk's liveness, on by default) a grant also needs the face judged
-//! live in `k` of the track's last `n` liveness scores; a track with more than `n − k` of its
-//! last `n` scores below the liveness threshold can never get there and is refused as `spoof`,
-//! whatever it matched. The relay never opens for it.
+//! live in `k` of the track's last `n` liveness scores, and only embeddings of frames whose face
+//! was judged live count as matches (so a live face followed by a photo of someone else on the
+//! same track matches no one); a track with more than `n − k` of its last `n` scores below the
+//! liveness threshold can never get there and is refused as `spoof`, whatever it matched. The
+//! relay never opens for it. Scores, not verdicts, are kept, so a new threshold (a reload)
+//! judges the frames already seen.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -137,11 +140,17 @@ pub struct Decision {
     pub live_votes: Option<(usize, usize)>,
 }
 
+/// One embedding of a track: its best match and its face's liveness in the same frame.
+struct Seen {
+    best: Option<Match>,
+    liveness: Option<f32>,
+}
+
 #[derive(Default)]
 struct TrackState {
-    window: heapless::Deque<Option<Match>, MAX_WINDOW>,
-    /// Live (true) or not, per scored frame, the last `LiveRule::n`.
-    live: heapless::Deque<bool, MAX_WINDOW>,
+    window: heapless::Deque<Seen, MAX_WINDOW>,
+    /// The liveness scores of the scored frames, the last `LiveRule::n`.
+    live: heapless::Deque<f32, MAX_WINDOW>,
     last_liveness: Option<f32>,
     seen: usize,
     first: Option<Duration>,
@@ -200,15 +209,29 @@ impl Policy {
         !self.tracks.get(&track).is_some_and(|t| t.decided)
     }
 
-    /// The identity with the most embeddings that clear the threshold and the margin (ties: the
-    /// higher similarity): (identity, those embeddings, its best similarity, its best margin).
+    /// Whether a frame's face counts as live: always without a [`LiveRule`]; with one, only
+    /// when it was scored at or above the threshold.
+    fn live(&self, liveness: Option<f32>) -> bool {
+        self.live_rule.is_none_or(|r| liveness.is_some_and(|p| crate::liveness::is_live(p, r.threshold)))
+    }
+
+    /// `(live, scored)` among the track's last liveness scores.
+    fn live_votes(&self, t: &TrackState) -> (usize, usize) {
+        (t.live.iter().filter(|&&p| self.live(Some(p))).count(), t.live.len())
+    }
+
+    /// The identity with the most embeddings that clear the threshold and the margin in frames
+    /// judged live (ties: the higher similarity): (identity, those embeddings, its best
+    /// similarity, its best margin).
     fn summary<'a>(&self, t: &'a TrackState) -> Option<(&'a str, usize, f32, f32)> {
         let mut best: Option<(&str, usize, f32, f32)> = None;
-        for m in t.window.iter().flatten() {
-            let same = t.window.iter().flatten().filter(|o| o.identity == m.identity);
-            let hits = same.clone().filter(|o| o.similarity >= self.threshold && o.margin >= self.config.margin).count();
-            let sim = same.clone().map(|o| o.similarity).fold(f32::MIN, f32::max);
-            let margin = same.map(|o| o.margin).fold(f32::MIN, f32::max);
+        for m in t.window.iter().filter_map(|e| e.best.as_ref()) {
+            let same = || t.window.iter().filter_map(|e| Some((e.best.as_ref()?, e.liveness))).filter(|(o, _)| o.identity == m.identity);
+            let hits = same()
+                .filter(|&(o, p)| self.live(p) && o.similarity >= self.threshold && o.margin >= self.config.margin)
+                .count();
+            let sim = same().map(|(o, _)| o.similarity).fold(f32::MIN, f32::max);
+            let margin = same().map(|(o, _)| o.margin).fold(f32::MIN, f32::max);
             if best.is_none_or(|b| (hits, sim) > (b.1, b.2)) {
                 best = Some((&m.identity, hits, sim, margin));
             }
@@ -233,7 +256,7 @@ impl Policy {
             }
         }
         let (liveness, live_votes) = match self.live_rule {
-            Some(_) => (t.last_liveness, Some((t.live.iter().filter(|&&l| l).count(), t.live.len()))),
+            Some(_) => (t.last_liveness, Some(self.live_votes(t))),
             None => (None, None),
         };
         Decision {
@@ -263,21 +286,22 @@ impl Policy {
             t.window.pop_front();
         }
         // Cannot fail: the window holds fewer than n <= MAX_WINDOW entries here.
-        let _ = t.window.push_back(best);
+        let liveness = liveness.filter(|p| p.is_finite());
+        let _ = t.window.push_back(Seen { best, liveness });
         t.seen += 1;
         if let (Some(rule), Some(p)) = (rule, liveness) {
-            if t.live.len() >= rule.n {
+            while t.live.len() >= rule.n.clamp(1, MAX_WINDOW) {
                 t.live.pop_front();
             }
-            let _ = t.live.push_back(p >= rule.threshold);
+            let _ = t.live.push_back(p);
             t.last_liveness = Some(p);
         }
         let t = &self.tracks[&track];
         let (hits, seen) = (self.summary(t).map_or(0, |c| c.1), t.seen);
         let (live_ok, spoof) = match rule {
             Some(r) => {
-                let live = t.live.iter().filter(|&&l| l).count();
-                (live >= r.k, t.live.len() - live > r.n - r.k)
+                let (live, scored) = self.live_votes(t);
+                (live >= r.k, scored - live > r.n.saturating_sub(r.k))
             }
             None => (true, false),
         };
@@ -293,7 +317,7 @@ impl Policy {
             return self.tick(track, now);
         }
         if seen >= n {
-            let matched = t.window.iter().flatten().filter(|m| m.similarity >= self.threshold).count();
+            let matched = t.window.iter().filter_map(|e| e.best.as_ref()).filter(|m| m.similarity >= self.threshold).count();
             let verdict = if matched * 2 < t.window.len() { Verdict::Unknown } else { Verdict::Ambiguous };
             return Some(self.decide(track, now, verdict));
         }
@@ -415,6 +439,23 @@ mod tests {
         let d = q.observe(3, s(0.0), m("ada", 0.9, 0.5), Some(0.0)).or_else(|| q.observe(3, s(0.1), m("ada", 0.9, 0.5), Some(0.0))).unwrap();
         assert_eq!((d.verdict, d.live_votes), (Verdict::Granted, None));
         assert!(LiveRule { threshold: 0.5, k: 3, n: 2 }.validate().unwrap_err().contains("liveness_k"));
+    }
+
+    #[test]
+    fn matches_count_only_in_frames_judged_live() {
+        // The attacker's own live face (matching no one), then a phone showing ada on the same
+        // track: two live votes and two matches, but never in the same frame.
+        let mut p = live_policy();
+        assert_eq!(p.observe(1, s(0.0), m("ada", 0.1, 0.1), Some(0.9)), None);
+        assert_eq!(p.observe(1, s(0.1), m("ada", 0.1, 0.1), Some(0.9)), None);
+        assert_eq!(p.observe(1, s(0.2), m("ada", 0.9, 0.5), Some(0.1)), None);
+        let d = p.observe(1, s(0.3), m("ada", 0.9, 0.5), Some(0.1)).unwrap();
+        assert!(!d.verdict.opens(), "{d:?}");
+        // A stricter threshold after a reload judges the scores already seen.
+        let mut q = live_policy();
+        q.observe(2, s(0.0), m("ada", 0.9, 0.5), Some(0.6));
+        q.set_live_rule(Some(LiveRule { threshold: 0.7, k: 2, n: 4 }));
+        assert_eq!(q.observe(2, s(0.1), m("ada", 0.9, 0.5), Some(0.8)), None, "0.6 no longer counts as live");
     }
 
     #[test]

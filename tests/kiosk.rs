@@ -84,7 +84,7 @@ fn replay_scene(reload_from: Option<&str>) -> Replay {
         pipeline: &pipeline,
         gallery: Gallery::open(&gallery_path, key).unwrap(),
         config,
-        settings: Settings { board: None, file: config_file },
+        settings: Settings { board: None, file: config_file, liveness_threshold: None },
         clock: Clock::Frames { fps: FPS },
         events: EventSink::Memory(events.clone()),
         relay: Box::new(relay.clone()),
@@ -162,7 +162,7 @@ fn a_reload_applies_the_new_policy_and_a_bad_file_changes_nothing() {
     assert_eq!(bad.pulses, 2);
 
     // Settings that need a restart are named, and kept as they were.
-    let later = replay_scene(Some("[kiosk]\ndetector_size = \"640x480\"\n[kiosk.policy]\ncooldown_s = 2.0\n"));
+    let later = replay_scene(Some("[kiosk]\ndetector_size = \"640x480\"\nliveness = false\n[kiosk.policy]\ncooldown_s = 2.0\n"));
     let reload = later.events.iter().find(|e| e.event == "reload").unwrap();
     assert!(reload.detail.as_deref().unwrap().contains("detector_size not changed until a restart"), "{reload:?}");
     assert_eq!(later.config.detector_size, KioskConfig::default().detector_size);
