@@ -722,7 +722,12 @@ pub const MIN_ABOVE_FOR_TABLE: usize = 10;
 /// Rounds a threshold up at 4 decimals (a rounded threshold never accepts more impostors),
 /// within the cosine range.
 fn round_up4(t: f32) -> f32 {
-    ((t as f64 * 1e4).ceil() / 1e4).clamp(-1.0, 1.0) as f32
+    round_up4_within(t, [-1.0, 1.0])
+}
+
+/// Rounds a threshold up at 4 decimals, within `[lo, hi]`.
+pub(crate) fn round_up4_within(t: f32, [lo, hi]: [f64; 2]) -> f32 {
+    ((t as f64 * 1e4).ceil() / 1e4).clamp(lo, hi) as f32
 }
 
 pub fn calibrate(ctx: &Context, args: &CalibrateArgs, out: &mut dyn Write) -> Result<Outcome> {

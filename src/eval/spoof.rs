@@ -313,7 +313,7 @@ pub struct SpoofCalibrateArgs {
 /// Rounds a liveness threshold up at 4 decimals (a rounded threshold never admits more
 /// attacks), within [0, 1].
 fn round_up4(t: f32) -> f32 {
-    ((t as f64 * 1e4).ceil() / 1e4).clamp(0.0, 1.0) as f32
+    super::round_up4_within(t, [0.0, 1.0])
 }
 
 pub fn calibrate_spoof(ctx: &Context, args: &SpoofCalibrateArgs, out: &mut dyn Write) -> Result<Outcome> {
