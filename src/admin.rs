@@ -195,8 +195,14 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn enroll_tree(ctx: &Context, path: &Path, root: &Path, options: EnrolOptions, out: &mut dyn Write) -> Result<Outcome> {
     let mut photos = Vec::new();
     let mut names = Vec::new();
+    // A folder whose name is not UTF-8 names no one: shown lossily, two such folders would
+    // become one person (`p\xff` and `p\xfe` both `p�`).
+    let mut unnamed = Vec::new();
     for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
-        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(String::from) else {
+            unnamed.push(format!("{}: not enrolled: the folder name is not valid UTF-8", dir.display()));
+            continue;
+        };
         let before = photos.len();
         photos.extend(crate::eval::inputs::images_in(&dir)?.into_iter().map(|p| (names.len(), p)));
         if photos.len() > before {
@@ -204,7 +210,8 @@ pub fn enroll_tree(ctx: &Context, path: &Path, root: &Path, options: EnrolOption
         }
     }
     if names.is_empty() {
-        bail!("{} has no folders of photos (expected {}/NAME/*.jpg)", root.display(), root.display());
+        unnamed.iter().try_for_each(|l| writeln!(out, "{l}"))?;
+        bail!("{} has no folders of photos with a usable name (expected {}/NAME/*.jpg)", root.display(), root.display());
     }
     let mut writer = GalleryWriter::open_or_create(path, ctx.key(), options.dtype)?;
     let bar = indicatif::ProgressBar::new(photos.len() as u64).with_style(
@@ -214,8 +221,9 @@ pub fn enroll_tree(ctx: &Context, path: &Path, root: &Path, options: EnrolOption
     let want = Want { embedding: true, attributes: false, liveness: false };
     let mut current: Option<usize> = None;
     let mut embeddings: Vec<Vec<f32>> = Vec::new();
-    let (mut enrolled, mut failures, mut skipped) = (0usize, 0usize, 0usize);
-    let mut lines = Vec::new();
+    let (mut enrolled, mut skipped) = (0usize, 0usize);
+    let mut failures = unnamed.len();
+    let mut lines = unnamed;
     let mut finish = |person: usize, embeddings: Vec<Vec<f32>>, writer: &mut GalleryWriter, lines: &mut Vec<String>| {
         let name = &names[person];
         if embeddings.is_empty() {

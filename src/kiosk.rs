@@ -217,7 +217,7 @@ impl Settings {
 
 /// `facegate run`'s arguments.
 pub struct RunArgs {
-    pub source: String,
+    pub source: PathBuf,
     pub gallery: PathBuf,
     pub size: Option<(u32, u32)>,
     pub fps: f64,
@@ -236,8 +236,9 @@ pub struct RunArgs {
 
 /// `facegate run`: opens the gallery, the source and the relay, then runs the kiosk until the
 /// source ends or SIGTERM. The caller has built `ctx`'s pipeline with
-/// [`KioskConfig::pipeline_config`] (or an explicit detector size).
-pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn std::io::Write) -> anyhow::Result<crate::commands::Outcome> {
+/// [`KioskConfig::pipeline_config`] (or an explicit detector size). Events go to stdout as JSON
+/// Lines (nothing else is written there) or to `--events`; the closing summary goes to stderr.
+pub fn run_command(ctx: &crate::commands::Context, args: RunArgs) -> anyhow::Result<crate::commands::Outcome> {
     use anyhow::Context as _;
     args.config.validate().map_err(|e| anyhow::anyhow!("kiosk configuration: {e}"))?;
     let gallery = ctx.open_gallery(&args.gallery)?;
@@ -263,13 +264,12 @@ pub fn run_command(ctx: &crate::commands::Context, args: RunArgs, out: &mut dyn 
     let (mut lat, n) = (stats.latencies.clone(), stats.frames.max(1) as f64);
     lat.sort_by(f32::total_cmp);
     let pct = |p: f64| lat.get(((lat.len().saturating_sub(1)) as f64 * p) as usize).copied().unwrap_or(0.0) * 1000.0;
-    writeln!(
-        out,
+    // stdout carries the events alone (JSON Lines): the summary goes to stderr.
+    eprintln!(
         "# {} frames ({} bad), {} embeddings, {} crops not a face, {} liveness scores, {} decisions; per frame: decode {:.1} ms, detect {:.1} ms, embed {:.1} ms, liveness {:.1} ms, match {:.2} ms; latency p50 {:.1} ms p95 {:.1} ms",
         stats.frames, stats.bad_frames, stats.embeddings, stats.not_faces, stats.live_scored, stats.decisions,
         stats.decode_s * 1e3 / n, stats.detect_s * 1e3 / n, stats.embed_s * 1e3 / n, stats.liveness_s * 1e3 / n, stats.match_s * 1e3 / n, pct(0.5), pct(0.95)
-    )
-    .ok();
+    );
     Ok(crate::commands::Outcome::Ok)
 }
 

@@ -205,7 +205,7 @@ enum Command {
         /// /dev/videoN (build with --features camera), an image, a directory of images, a
         /// FILE.mjpeg stream or a raw FILE.yuyv (with --size) [default: the board's camera].
         #[arg(long)]
-        source: Option<String>,
+        source: Option<PathBuf>,
         #[arg(long)]
         gallery: PathBuf,
         /// Frame size of a camera or a raw YUYV file, WIDTHxHEIGHT [default: the board's camera's].
@@ -454,7 +454,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         log::info!("1:N threshold for {n} identities: {t:.4}");
         ctx.threshold = t;
     }
-    let command_line = std::iter::once("facegate".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    // Arguments need not be UTF-8 (paths): shown lossily, never `args()`, which panics on them.
+    let command_line = std::iter::once("facegate".to_string())
+        .chain(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
     match cli.command {
         Command::Analyze { json, embeddings, liveness, images } => {
             commands::analyze(&ctx, &images, json, embeddings, liveness, out)
@@ -481,10 +485,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
         Command::Demo { output } => commands::demo(&ctx, &output, out),
         Command::Run { board: _, source, gallery, size, fps, events, events_max_bytes, wall_clock, dry_run } => {
             let camera = board.as_ref().map(|b| &b.camera);
-            let Some(source) = source.or(camera.map(|c| c.device.clone())) else {
+            let Some(source) = source.or(camera.map(|c| PathBuf::from(&c.device))) else {
                 anyhow::bail!("--source is needed (or --board, whose camera is the default)");
             };
-            let is_camera = source.starts_with("/dev/video");
+            let is_camera = source.to_str().is_some_and(facegate::source::is_camera);
             let from_board = is_camera.then_some(board.as_ref()).flatten();
             let args = facegate::kiosk::RunArgs {
                 source,
@@ -499,7 +503,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 frame_clock: !wall_clock && !is_camera,
                 dry_run,
             };
-            facegate::kiosk::run_command(&ctx, args, out)
+            facegate::kiosk::run_command(&ctx, args)
         }
         Command::Eval { action: EvalAction::Verify { pairs, images_root, report, plots } } => {
             let args = eval::VerifyArgs { pairs, images_root, report, plots, command: command_line };

@@ -395,3 +395,63 @@ fn analyze_output_does_not_depend_on_the_thread_count() {
     assert_eq!(stdout(&one), stdout(&three));
     assert_eq!(json_lines(&stdout(&three)).len(), images.len());
 }
+
+/// `facegate` with arguments that need not be UTF-8.
+fn facegate_os(args: &[&std::ffi::OsStr], cwd: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_facegate")).args(args).current_dir(cwd).output().unwrap()
+}
+
+/// #20, defect 1: paths that are not UTF-8 panicked (exit 101) in every subcommand that takes
+/// one; they are ordinary paths.
+#[test]
+fn paths_that_are_not_utf8_are_ordinary_paths() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join(OsStr::from_bytes(b"bad\xff.jpg"));
+    fs::copy(sample("obama.jpg"), &photo).unwrap();
+    let gallery = dir.path().join(OsStr::from_bytes(b"g\xfe.fgg"));
+    let (p, g) = (photo.as_os_str(), gallery.as_os_str());
+    let os = OsStr::new;
+    let out = facegate_os(&[os("analyze"), os("--json"), p], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_lines(&stdout(&out))[0]["faces"].as_array().unwrap().len(), 1);
+    let png = dir.path().join(OsStr::from_bytes(b"out\xfd.png"));
+    let runs: Vec<(Vec<&OsStr>, i32)> = vec![
+        (vec![os("enroll"), os("--gallery"), g, os("--name"), os("obama"), p], 0),
+        (vec![os("identify"), os("--gallery"), g, p], 0),
+        (vec![os("verify"), os("--gallery"), g, os("--name"), os("obama"), p], 0),
+        (vec![os("annotate"), p, os("-o"), png.as_os_str()], 0),
+        (vec![os("run"), os("--source"), p, os("--gallery"), g], 0),
+        (vec![os("eval"), os("attrs"), os("--labels"), p], 2),
+        (vec![os("calibrate"), os("--pairs"), p], 2),
+        (vec![os("demo"), os("-o"), png.as_os_str()], 0),
+    ];
+    for (args, code) in runs {
+        let out = facegate_os(&args, dir.path());
+        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// #20, defect 2: two folders whose names are not UTF-8 (`p\xff`, `p\xfe`) were merged into one
+/// identity `p�`; each is now reported and skipped (exit 3), the others enrolled.
+#[test]
+fn enroll_tree_does_not_merge_folders_whose_names_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("people");
+    for (name, photo) in [(&b"p\xff"[..], "obama.jpg"), (&b"p\xfe"[..], "biden.jpg"), (&b"obama"[..], "obama2.jpg")] {
+        let d = tree.join(OsStr::from_bytes(name));
+        fs::create_dir_all(&d).unwrap();
+        fs::copy(sample(photo), d.join("1.jpg")).unwrap();
+    }
+    let g = dir.path().join("g.fgg");
+    let out = facegate(&["enroll", "--gallery", s(&g), "--tree", s(&tree)], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out).matches("the folder name is not valid UTF-8").count(), 2, "{}", stdout(&out));
+    let out = facegate(&["gallery", "list", "--gallery", s(&g), "--json"], dir.path());
+    let listed = stdout(&out);
+    assert!(listed.contains("obama") && !listed.contains('\u{fffd}') && !listed.contains("\"p"), "{listed}");
+}

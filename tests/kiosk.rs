@@ -247,7 +247,7 @@ fn run_command_replays_a_directory_and_writes_events() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("3 frames (0 bad)"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("3 frames (0 bad)"), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> =
         std::fs::read_to_string(&events).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.first().unwrap()["event"], "start");
@@ -272,6 +272,14 @@ fn run_command_replays_a_directory_and_writes_events() {
     assert!(stderr(&out).contains("/nonexistent/gpiochip0 line 17"), "{}", stderr(&out));
     let out = run(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Without --events, stdout is the event stream and nothing else: every line is JSON
+    // (#20: the summary line used to end it).
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for l in &lines {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON on stdout: {l:?}: {e}"));
+    }
+    assert!(stderr(&out).contains("3 frames (0 bad)"), "{}", stderr(&out));
 
     // Board profiles: this machine's runs; another architecture's, a bad profile file and an
     // unknown name are refused at start with the reason (exit 2).

@@ -180,7 +180,7 @@ fn mjpeg_frames(path: &Path) -> Vec<Vec<u8>> {
 fn kiosk_decisions(dir: &Path, source: &Path, gallery: &Path) -> Vec<serde_json::Value> {
     let out = facegate(&["run", "--dry-run", "--source", source.to_str().unwrap(), "--gallery", gallery.to_str().unwrap()], dir);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let events: Vec<serde_json::Value> = stdout(&out).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let decisions: Vec<serde_json::Value> = events.into_iter().filter(|e| e["event"] == "grant" || e["event"] == "refuse").collect();
     eprintln!("{}: {}", source.display(), serde_json::to_string_pretty(&decisions).unwrap());
     decisions

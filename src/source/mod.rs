@@ -382,10 +382,10 @@ impl PixelFormat {
 
 /// Opens a camera (`/dev/videoN`, asked for `format`), an MJPEG or raw YUYV stream file, an
 /// image or a directory of images, by what `spec` names.
-pub fn open(spec: &str, size: Option<(u32, u32)>, fps: f64, format: PixelFormat) -> Result<Box<dyn FrameSource>, SourceError> {
-    let path = Path::new(spec);
+pub fn open(path: &Path, size: Option<(u32, u32)>, fps: f64, format: PixelFormat) -> Result<Box<dyn FrameSource>, SourceError> {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    if spec.starts_with("/dev/video") {
+    // File paths need not be UTF-8; a camera's is /dev/videoN.
+    if let Some(spec) = path.to_str().filter(|s| is_camera(s)) {
         #[cfg(feature = "camera")]
         return Ok(Box::new(v4l2::Camera::open(spec, size, fps, format)?));
         #[cfg(not(feature = "camera"))]
@@ -396,17 +396,23 @@ pub fn open(spec: &str, size: Option<(u32, u32)>, fps: f64, format: PixelFormat)
             reason: "this build has no camera support (build with --features camera)".into(),
         });
     }
+    let spec = path.display();
     Ok(match ext.as_deref() {
         Some("mjpeg" | "mjpg") => Box::new(Paced::new(MjpegFile::open(path)?, fps)),
         Some("yuyv" | "yuv") => {
             let (w, h) = size.ok_or_else(|| SourceError::Config {
-                what: spec.into(),
+                what: spec.to_string(),
                 reason: "a raw YUYV file needs --size WIDTHxHEIGHT".into(),
             })?;
             Box::new(Paced::new(YuyvFile::open(path, w, h)?, fps))
         }
         _ => Box::new(Paced::new(ImageFiles::open(path)?, fps)),
     })
+}
+
+/// Whether a source names a V4L2 camera (`/dev/videoN`) rather than a file.
+pub fn is_camera(spec: &str) -> bool {
+    spec.starts_with("/dev/video")
 }
 
 #[cfg(test)]
