@@ -112,6 +112,10 @@ struct ExportIdentity {
 /// leaves no half file.
 pub fn export(key: ModelKey, path: &Path, to: &Path, out: &mut dyn Write) -> Result<Outcome> {
     let g = Gallery::open(path, key)?;
+    // The export is renamed over `to`: never over the gallery it reads.
+    if same_file(path, to) {
+        bail!("{} is the gallery itself; export to another file (the gallery is unchanged)", to.display());
+    }
     let tmp = to.with_extension("partial");
     let write = || -> Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -133,6 +137,15 @@ pub fn export(key: ModelKey, path: &Path, to: &Path, out: &mut dyn Write) -> Res
     }
     writeln!(out, "exported {} identities to {}", g.len(), to.display())?;
     Ok(Outcome::Ok)
+}
+
+/// Whether two paths name the same existing file (device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// Reads and checks a whole export before anything is written.
@@ -174,6 +187,7 @@ pub fn import(key: ModelKey, path: &Path, from: &Path, dtype: Dtype, out: &mut d
     // Read and checked before the gallery is opened or created, so that a bad export leaves no
     // empty new gallery behind.
     let people = read_export(key, from)?;
+    crate::gallery::check_people(&people, key.dim)?;
     let mut w = GalleryWriter::open_or_create(path, key, dtype)?;
     w.enrol(&people)?;
     writeln!(out, "imported {} identities; the gallery holds {}", people.len(), w.gallery().len())?;

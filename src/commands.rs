@@ -329,6 +329,21 @@ pub fn enrol_embeddings(
                 ctx.threshold
             );
         }
+        // More photos of an enrolled person must show that person: a stranger's face added to
+        // a name would open the door for the stranger.
+        if writer.gallery().find(name).is_some() {
+            for e in &embeddings {
+                let sim = writer.gallery().similarity_to(name, e)?.unwrap_or(f32::NEG_INFINITY);
+                if sim < ctx.threshold {
+                    let other = writer.gallery().best(e)?.filter(|m| m.identity != name && m.similarity >= ctx.threshold);
+                    let resembles = other.map_or(String::from("no enrolled identity"), |m| format!("{:?} ({:.3})", m.identity, m.similarity));
+                    bail!(
+                        "the face does not look like the enrolled {name:?} (similarity {sim:.3}, threshold {:.3}); it resembles {resembles}; not enrolled. Use --force if it is the same person",
+                        ctx.threshold
+                    );
+                }
+            }
+        }
     }
     match writer.gallery().find(name) {
         Some(_) => writer.add_templates(name, &embeddings)?,
@@ -354,10 +369,11 @@ pub fn enroll(
         return Err(GalleryError::InvalidName(name.to_string()).into());
     }
     // Refuse a gallery of another model before spending time on the photos.
-    match Gallery::open(gallery_path, ctx.key()) {
-        Ok(_) | Err(GalleryError::NotFound { .. }) => {}
+    let exists = match Gallery::open(gallery_path, ctx.key()) {
+        Ok(_) => true,
+        Err(GalleryError::NotFound { .. }) => false,
         Err(e) => return Err(e.into()),
-    }
+    };
     let want = Want { embedding: true, attributes: false, liveness: false };
     let mut embeddings = Vec::with_capacity(images.len());
     for path in images {
@@ -368,6 +384,12 @@ pub fn enroll(
         embeddings.push(face.analysis.embedding.context("no embedding")?);
     }
     let added = embeddings.len();
+    if !exists {
+        // Checked before the file is created, so a refused enrolment leaves no empty gallery.
+        let person = Person { name: name.to_string(), templates: embeddings };
+        crate::gallery::check_people(std::slice::from_ref(&person), ctx.key().dim)?;
+        embeddings = person.templates;
+    }
     let mut writer = GalleryWriter::open_or_create(gallery_path, ctx.key(), options.dtype)?;
     let templates = enrol_embeddings(ctx, &mut writer, name, embeddings, options.force)?;
     writeln!(

@@ -88,7 +88,8 @@ enum Command {
         /// Use the largest face when a photo holds several.
         #[arg(long)]
         largest: bool,
-        /// Enrol even when a face matches an identity enrolled under another name.
+        /// Enrol even when a face matches an identity enrolled under another name, or when a
+        /// new photo for an enrolled name does not match that person's templates.
         #[arg(long)]
         force: bool,
         /// Template type of a gallery created by this enrolment: f32 or int8.

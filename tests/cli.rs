@@ -455,3 +455,65 @@ fn enroll_tree_does_not_merge_folders_whose_names_are_not_utf8() {
     let listed = stdout(&out);
     assert!(listed.contains("obama") && !listed.contains('\u{fffd}') && !listed.contains("\"p"), "{listed}");
 }
+
+/// #20, defect 10: `gallery export -o G` onto the gallery itself destroyed it; a failed import
+/// or a failed enrolment left a new, empty gallery file behind.
+#[test]
+fn exports_and_failed_first_writes_do_not_destroy_or_leave_galleries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let g = d.join("g.fgg");
+    let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], d);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = fs::read(&g).unwrap();
+    let out = facegate(&["gallery", "export", "--gallery", s(&g), "-o", s(&g)], d);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the gallery itself"), "{}", stderr(&out));
+    assert_eq!(fs::read(&g).unwrap(), before, "the gallery is unchanged");
+
+    // An export naming one person twice: refused, and no new gallery appears.
+    let export = d.join("e.jsonl");
+    let out = facegate(&["gallery", "export", "--gallery", s(&g), "-o", s(&export)], d);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = fs::read_to_string(&export).unwrap();
+    let person = text.lines().nth(1).unwrap();
+    fs::write(&export, format!("{text}{person}\n")).unwrap();
+    let fresh = d.join("fresh.fgg");
+    let out = facegate(&["gallery", "import", "--gallery", s(&fresh), s(&export)], d);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!fresh.exists(), "a failed import left {}", fresh.display());
+
+    // 65 photos: more templates than a person may have; refused before the file is made.
+    let photos: Vec<String> = (0..65)
+        .map(|i| {
+            let p = d.join(format!("p{i}.jpg"));
+            fs::copy(sample("obama2.jpg"), &p).unwrap();
+            p.to_string_lossy().into_owned()
+        })
+        .collect();
+    let mut args = vec!["enroll", "--gallery", s(&fresh), "--name", "obama"];
+    args.extend(photos.iter().map(String::as_str));
+    let out = facegate(&args, d);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!fresh.exists(), "a failed enrolment left {}", fresh.display());
+}
+
+/// #20, defect 12: more photos for an enrolled name must show that person; another person's
+/// face is refused (exit 2, saying so) unless --force.
+#[test]
+fn enrolling_another_face_under_an_enrolled_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let g = d.join("g.fgg");
+    let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], d);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = fs::read(&g).unwrap();
+    let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("biden.jpg"))], d);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not look like the enrolled \"obama\""), "{}", stderr(&out));
+    assert_eq!(fs::read(&g).unwrap(), before, "the gallery is unchanged");
+    let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama2.jpg"))], d);
+    assert_eq!(out.status.code(), Some(0), "the same person is welcome: {}", stderr(&out));
+    let out = facegate(&["enroll", "--force", "--gallery", s(&g), "--name", "obama", s(&sample("biden.jpg"))], d);
+    assert_eq!(out.status.code(), Some(0), "--force overrides: {}", stderr(&out));
+}

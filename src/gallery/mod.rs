@@ -24,7 +24,7 @@ use memmap2::Mmap;
 pub use format::{Dtype, VERSION};
 use format::{Header, Kind, Record, SegmentHeader, SlotError, LOG_START, RECORD_LEN, SEGMENT_HEADER_LEN, SLOT_LEN};
 pub use search::{dots_f32, dots_i8, dots_i8_scalar, Hit, TopK, MAX_K};
-pub use writer::{GalleryWriter, Person};
+pub use writer::{check_people, GalleryWriter, Person};
 
 pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_TEMPLATES: usize = 64;

@@ -134,6 +134,31 @@ fn install(path: &Path, bytes: &[u8], replace: bool) -> Result<(), GalleryError>
 
 /// A whole gallery file: `header` in the slot its generation selects, the other slot empty, then
 /// `log`.
+fn check_templates(name: &str, templates: &[Vec<f32>], have: usize, dim: usize) -> Result<(), GalleryError> {
+    let count = have + templates.len();
+    if templates.is_empty() || count > MAX_TEMPLATES {
+        return Err(GalleryError::TemplateCount { name: name.into(), count });
+    }
+    templates.iter().try_for_each(|t| check_embedding(t, dim))
+}
+
+/// What [`GalleryWriter::enrol`] checks of new people whatever the gallery holds: valid and
+/// distinct names, 1..=MAX_TEMPLATES usable templates of `dim` each. Callers that may create
+/// the gallery check first, so that a refused enrolment or import leaves no new empty file.
+pub fn check_people(people: &[Person], dim: usize) -> Result<(), GalleryError> {
+    let mut seen = std::collections::HashSet::new();
+    for p in people {
+        if !valid_name(&p.name) {
+            return Err(GalleryError::InvalidName(p.name.clone()));
+        }
+        if !seen.insert(p.name.as_str()) {
+            return Err(GalleryError::NameTaken(p.name.clone()));
+        }
+        check_templates(&p.name, &p.templates, 0, dim)?;
+    }
+    Ok(())
+}
+
 fn whole_file(header: &Header, log: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0u8; LOG_START];
     let at = (header.generation % 2) as usize * SLOT_LEN;
@@ -218,11 +243,7 @@ impl GalleryWriter {
     }
 
     fn check_templates(&self, name: &str, templates: &[Vec<f32>], have: usize) -> Result<(), GalleryError> {
-        let count = have + templates.len();
-        if templates.is_empty() || count > MAX_TEMPLATES {
-            return Err(GalleryError::TemplateCount { name: name.into(), count });
-        }
-        templates.iter().try_for_each(|t| check_embedding(t, self.view.dim()))
+        check_templates(name, templates, have, self.view.dim())
     }
 
     /// Appends `seg` and commits it with a header that `update` derives from the current one.
@@ -251,15 +272,9 @@ impl GalleryWriter {
         if people.is_empty() {
             return Ok(Vec::new());
         }
-        let mut taken: std::collections::HashSet<&str> = self.view.identities().map(|i| i.name).collect();
-        for p in people {
-            if !valid_name(&p.name) {
-                return Err(GalleryError::InvalidName(p.name.clone()));
-            }
-            if !taken.insert(&p.name) {
-                return Err(GalleryError::NameTaken(p.name.clone()));
-            }
-            self.check_templates(&p.name, &p.templates, 0)?;
+        check_people(people, self.view.dim())?;
+        if let Some(p) = people.iter().find(|p| self.view.find(&p.name).is_some()) {
+            return Err(GalleryError::NameTaken(p.name.clone()));
         }
         let first = self.view.header.next_id;
         let created = now();
