@@ -170,7 +170,8 @@ pub fn read_export(key: ModelKey, from: &Path) -> Result<Vec<Person>> {
             continue;
         }
         let at = || format!("{} line {}", from.display(), n + 2);
-        let p: ExportIdentity = serde_json::from_str(&line).with_context(at)?;
+        let mut p: ExportIdentity = serde_json::from_str(&line).with_context(at)?;
+        p.name = gallery::normalise_name(&p.name);
         if !gallery::valid_name(&p.name) {
             return Err(anyhow::Error::from(GalleryError::InvalidName(p.name)).context(at()));
         }
@@ -213,7 +214,7 @@ pub fn enroll_tree(ctx: &Context, path: &Path, root: &Path, options: EnrolOption
     // become one person (`p\xff` and `p\xfe` both `p�`).
     let mut unnamed = Vec::new();
     for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
-        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(String::from) else {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(gallery::normalise_name) else {
             unnamed.push(format!("{}: not enrolled: the folder name is not valid UTF-8", dir.display()));
             continue;
         };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use facegate::commands::{self, Context, EnrolOptions, FacePick, LiveCheck, Outcome};
-use facegate::gallery::{Dtype, GalleryError};
+use facegate::gallery::{normalise_name, Dtype, GalleryError};
 use facegate::admin;
 use facegate::detect::DetectorConfig;
 use facegate::eval;
@@ -361,8 +361,10 @@ fn run_gallery(action: GalleryAction, embedder: &str, out: &mut dyn Write) -> an
         GalleryAction::Create { gallery, dtype } => admin::create(key, &gallery, dtype, out),
         GalleryAction::Info { gallery, json } => admin::info(key, &gallery, json, out),
         GalleryAction::List { gallery, json } => admin::list(key, &gallery, json, out),
-        GalleryAction::Remove { gallery, name } => admin::remove(key, &gallery, &name, out),
-        GalleryAction::Rename { gallery, from, to } => admin::rename(key, &gallery, &from, &to, out),
+        GalleryAction::Remove { gallery, name } => admin::remove(key, &gallery, &normalise_name(&name), out),
+        GalleryAction::Rename { gallery, from, to } => {
+            admin::rename(key, &gallery, &normalise_name(&from), &normalise_name(&to), out)
+        }
         GalleryAction::Compact { gallery } => admin::compact(key, &gallery, out),
         GalleryAction::Export { gallery, output } => admin::export(key, &gallery, &output, out),
         GalleryAction::Import { gallery, dtype, input } => admin::import(key, &gallery, &input, dtype, out),
@@ -469,7 +471,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let options = EnrolOptions { pick, force, dtype };
             match (tree, name) {
                 (Some(tree), _) => admin::enroll_tree(&ctx, &gallery, &tree, options, out),
-                (None, Some(name)) => commands::enroll(&ctx, &gallery, &name, &images, options, out),
+                (None, Some(name)) => commands::enroll(&ctx, &gallery, &normalise_name(&name), &images, options, out),
                 (None, None) => unreachable!("clap requires --name or --tree"),
             }
         }
@@ -478,7 +480,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             commands::identify(&ctx, &gallery, &images, json, live, out)
         }
         Command::Verify { gallery, name, require_live, image } => {
-            commands::verify(&ctx, &gallery, &name, &image, LiveCheck::new(false, require_live), out)
+            commands::verify(&ctx, &gallery, &normalise_name(&name), &image, LiveCheck::new(false, require_live), out)
         }
         Command::Annotate { image, output, gallery, liveness } => {
             commands::annotate(&ctx, &image, &output, gallery.as_deref(), liveness, out)

@@ -517,3 +517,34 @@ fn enrolling_another_face_under_an_enrolled_name_is_refused() {
     let out = facegate(&["enroll", "--force", "--gallery", s(&g), "--name", "obama", s(&sample("biden.jpg"))], d);
     assert_eq!(out.status.code(), Some(0), "--force overrides: {}", stderr(&out));
 }
+
+/// #20, defect 13: names with bidirectional overrides or zero-width characters, and names that
+/// look like an enrolled one, are refused (exit 2, the gallery unchanged); names are NFC, so
+/// "José" typed either way is one person; "Łukasz" is a name.
+#[test]
+fn spoofed_names_are_refused_and_names_are_normalised() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let g = d.join("g.fgg");
+    let enroll = |name: &str, photo: &str| facegate(&["enroll", "--gallery", s(&g), "--name", name, s(&sample(photo))], d);
+    let out = enroll("obama", "obama.jpg");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = fs::read(&g).unwrap();
+    for bad in ["\u{202e}nedib", "bi\u{200b}den", "bi\u{2028}den"] {
+        let out = enroll(bad, "biden.jpg");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("invalid identity name"), "{}", stderr(&out));
+    }
+    // Cyrillic "о" for Latin "o": another person under a look-alike of "obama".
+    let out = enroll("\u{43e}bama", "biden.jpg");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("can be mistaken for the enrolled \"obama\""), "{}", stderr(&out));
+    assert_eq!(fs::read(&g).unwrap(), before, "the gallery is unchanged");
+    let out = enroll("Łukasz", "biden.jpg");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Enrolled with a combining accent, found with the precomposed letter.
+    let out = facegate(&["gallery", "rename", "--gallery", s(&g), "obama", "Jose\u{301}"], d);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = facegate(&["verify", "--gallery", s(&g), "--name", "Jos\u{e9}", s(&sample("obama2.jpg"))], d);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -53,10 +53,12 @@ pub enum GalleryError {
     Dimension { expected: usize, found: usize },
     #[error("embedding is not a finite unit vector")]
     InvalidEmbedding,
-    #[error("invalid identity name {0:?}: 1..={MAX_NAME_LEN} bytes, no control characters")]
+    #[error("invalid identity name {0:?}: 1..={MAX_NAME_LEN} bytes of NFC text, no control or format characters (bidirectional overrides, zero-width characters)")]
     InvalidName(String),
     #[error("{0:?} is already enrolled")]
     NameTaken(String),
+    #[error("{name:?} can be mistaken for the enrolled {enrolled:?} (Unicode look-alikes, UTS #39); choose another name")]
+    Confusable { name: String, enrolled: String },
     #[error("{0:?} is not enrolled")]
     UnknownName(String),
     #[error("an identity needs 1..={MAX_TEMPLATES} templates; {name:?} would have {count}")]
@@ -94,8 +96,36 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A name as it may be stored: 1..=MAX_NAME_LEN bytes in Unicode normal form C, with no control
+/// (Cc), format (Cf: bidirectional overrides, zero-width characters) or line and paragraph
+/// separator characters, which could make a shown name differ from the stored one. "José" and
+/// "Łukasz" are names; "\u{202e}amabo" is not.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.chars().any(|c| {
+            c.is_control()
+                || matches!(
+                    c.general_category(),
+                    GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+                )
+        })
+        && unicode_normalization::is_nfc(name)
+}
+
+/// A name as typed or read from a file, in the normal form names are stored in (NFC), so that
+/// "José" typed with a combining accent is the same person as "José" typed precomposed.
+pub fn normalise_name(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.nfc().collect()
+}
+
+/// Whether two different names can be taken for each other on a screen: their UTS #39
+/// confusable skeletons are equal (Latin "a" and Cyrillic "а", "rn" and "m", …).
+pub fn confusable(a: &str, b: &str) -> bool {
+    use unicode_security::confusable_detection::skeleton;
+    a != b && skeleton(a).eq(skeleton(b))
 }
 
 /// Checks that `e` is a finite unit vector of `dim` values.

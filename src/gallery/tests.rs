@@ -300,3 +300,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn names_are_nfc_text_without_control_or_format_characters() {
+    use super::{confusable, normalise_name, valid_name};
+    for ok in ["obama", "José", "Łukasz", "Barack Obama", "李小龍", "O'Brien"] {
+        assert!(valid_name(ok), "{ok:?}");
+    }
+    for bad in ["", "a\u{202e}b", "a\u{200b}b", "a\u{2066}b", "a\u{feff}", "a\nb", "a\u{2029}", "Jose\u{301}"] {
+        assert!(!valid_name(bad), "{bad:?}");
+    }
+    assert_eq!(normalise_name("Jose\u{301}"), "Jos\u{e9}");
+    assert!(valid_name(&normalise_name("Jose\u{301}")));
+    assert!(confusable("obama", "\u{43e}bama") && confusable("rnary", "mary"));
+    assert!(!confusable("obama", "obama") && !confusable("José", "Jose") && !confusable("ada", "bob"));
+}

@@ -154,6 +154,9 @@ pub fn check_people(people: &[Person], dim: usize) -> Result<(), GalleryError> {
         if !seen.insert(p.name.as_str()) {
             return Err(GalleryError::NameTaken(p.name.clone()));
         }
+        if let Some(other) = people.iter().find(|o| crate::gallery::confusable(&p.name, &o.name)) {
+            return Err(GalleryError::Confusable { name: p.name.clone(), enrolled: other.name.clone() });
+        }
         check_templates(&p.name, &p.templates, 0, dim)?;
     }
     Ok(())
@@ -242,6 +245,14 @@ impl GalleryWriter {
         &self.view
     }
 
+    /// Refuses a new name that can be taken for an enrolled one other than `except`.
+    fn check_not_confusable(&self, name: &str, except: Option<&str>) -> Result<(), GalleryError> {
+        match self.view.identities().find(|i| Some(i.name) != except && crate::gallery::confusable(name, i.name)) {
+            Some(i) => Err(GalleryError::Confusable { name: name.into(), enrolled: i.name.into() }),
+            None => Ok(()),
+        }
+    }
+
     fn check_templates(&self, name: &str, templates: &[Vec<f32>], have: usize) -> Result<(), GalleryError> {
         check_templates(name, templates, have, self.view.dim())
     }
@@ -275,6 +286,9 @@ impl GalleryWriter {
         check_people(people, self.view.dim())?;
         if let Some(p) = people.iter().find(|p| self.view.find(&p.name).is_some()) {
             return Err(GalleryError::NameTaken(p.name.clone()));
+        }
+        for p in people {
+            self.check_not_confusable(&p.name, None)?;
         }
         let first = self.view.header.next_id;
         let created = now();
@@ -323,6 +337,7 @@ impl GalleryWriter {
         if self.view.find(to).is_some() {
             return Err(GalleryError::NameTaken(to.into()));
         }
+        self.check_not_confusable(to, Some(from))?;
         let mut rec = Vec::new();
         Record { id, created: now(), first_template: 0, templates: 0, name_offset: 0, name_len: to.len() as u32 }
             .encode(&mut rec);
