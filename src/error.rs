@@ -35,6 +35,8 @@ pub enum DecodeError {
     Corrupt(String),
     #[error("image is {width}x{height}, outside the supported {min}..={max} pixels per side")]
     Size { width: u32, height: u32, min: u32, max: u32 },
+    #[error("image declares {width}x{height} pixels, more than the budget of {budget} (FACEGATE_MAX_PIXELS); not decoded")]
+    Pixels { width: u32, height: u32, budget: u64 },
 }
 
 /// A model that does not satisfy its manifest's contract.

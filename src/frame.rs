@@ -15,6 +15,22 @@ use crate::error::DecodeError;
 pub const MIN_SIDE: u32 = 16;
 pub const MAX_SIDE: u32 = 16384;
 
+/// The default pixel budget of one decoded image: 40 megapixels (a 7,300 × 5,500 photo).
+/// `FACEGATE_MAX_PIXELS` sets another. The header's size is checked against it before any
+/// pixel is allocated, so a small file that declares a huge picture (a decompression bomb)
+/// costs nothing; the decoders' own allocations are capped to match.
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+/// The pixel budget in force: `FACEGATE_MAX_PIXELS` when it is a number of at least 1, else
+/// [`DEFAULT_MAX_PIXELS`].
+pub fn max_pixels() -> u64 {
+    std::env::var("FACEGATE_MAX_PIXELS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(DEFAULT_MAX_PIXELS)
+}
+
 pub fn read_image(path: &Path) -> Result<RgbImage, DecodeError> {
     let bytes =
         std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
@@ -40,6 +56,14 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {
     if width < MIN_SIDE || height < MIN_SIDE || width > MAX_SIDE || height > MAX_SIDE {
         return Err(DecodeError::Size { width, height, min: MIN_SIDE, max: MAX_SIDE });
     }
+    let budget = max_pixels();
+    if width as u64 * height as u64 > budget {
+        return Err(DecodeError::Pixels { width, height, budget });
+    }
+    // The decoder's working memory: at most 16-bit RGBA of the budget, twice over.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(budget.saturating_mul(16));
+    decoder.set_limits(limits).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img =
         image::DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
@@ -144,6 +168,15 @@ mod tests {
             assert!(!jpeg_is_complete(&jpeg[..cut]), "cut {cut}");
             assert!(matches!(decode_image(&jpeg[..cut]), Err(DecodeError::Corrupt(_))), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_png_over_the_pixel_budget_is_refused_before_decoding() {
+        // 8000 × 6000 = 48 MP > 40 MP: a few kilobytes of zeros.
+        let img = image::GrayImage::new(8000, 6000);
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+        assert!(matches!(decode_image(&bytes), Err(DecodeError::Pixels { width: 8000, height: 6000, .. })));
     }
 
     #[test]

@@ -548,3 +548,26 @@ fn spoofed_names_are_refused_and_names_are_normalised() {
     let out = facegate(&["verify", "--gallery", s(&g), "--name", "Jos\u{e9}", s(&sample("obama2.jpg"))], d);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// #20, defect 5: a small JPEG declaring 16000×16000 pixels (and a PNG as large) is refused
+/// from its header, before any pixel is allocated: its line says why, the next photo is
+/// analysed, exit 3. (Peak memory with these files: README "Bad input".)
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut jpeg = Vec::new();
+    image::RgbImage::from_pixel(16, 16, image::Rgb([90, 90, 90]))
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0x3E, 0x80, 0x3E, 0x80]);
+    let bomb = d.join("bomb.jpg");
+    fs::write(&bomb, &jpeg).unwrap();
+    assert!(jpeg.len() < 4096);
+    let out = facegate(&["analyze", "--json", s(&bomb), s(&sample("obama.jpg"))], d);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    assert!(lines[0]["error"].as_str().unwrap().contains("16000x16000 pixels, more than the budget"), "{}", lines[0]);
+    assert_eq!(lines[1]["faces"].as_array().unwrap().len(), 1);
+}
