@@ -96,7 +96,7 @@ impl Board {
         }
         let path = Path::new(name_or_path);
         if path.extension().is_some_and(|e| e == "toml") || path.components().count() > 1 {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading board profile {}", path.display()))?;
+            let text = crate::frame::read_text_file(path, 1 << 20).with_context(|| format!("reading board profile {}", path.display()))?;
             return Board::parse(&text).with_context(|| format!("board profile {}", path.display()));
         }
         let names: Vec<&str> = BUNDLED.iter().map(|b| b.0).collect();

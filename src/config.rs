@@ -193,7 +193,7 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = crate::frame::read_text_file(path, 1 << 20).with_context(|| format!("reading config {}", path.display()))?;
         Config::parse(&text).with_context(|| format!("config {}", path.display()))
     }
 

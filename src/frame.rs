@@ -31,10 +31,43 @@ pub fn max_pixels() -> u64 {
         .unwrap_or(DEFAULT_MAX_PIXELS)
 }
 
+/// The largest image file read (a 40-megapixel PNG compresses to far less).
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
 pub fn read_image(path: &Path) -> Result<RgbImage, DecodeError> {
     let bytes =
-        std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
+        read_regular_file(path, MAX_IMAGE_BYTES).map_err(|source| DecodeError::Io { path: path.to_path_buf(), source })?;
     decode_image(&bytes)
+}
+
+/// Reads a regular file of at most `max` bytes. A FIFO, a device (`/dev/zero`), a directory or
+/// a socket is refused without waiting for a writer or reading forever: the file is opened
+/// non-blocking and checked from its handle before anything is read.
+pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // A file that grows while it is read is cut at the limit and refused.
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// A UTF-8 text file (configuration, board profile, list) of at most `max` bytes, read as
+/// [`read_regular_file`] does.
+pub fn read_text_file(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read_regular_file(path, max)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, DecodeError> {

@@ -571,3 +571,28 @@ fn decompression_bombs_are_refused_from_the_header() {
     assert!(lines[0]["error"].as_str().unwrap().contains("16000x16000 pixels, more than the budget"), "{}", lines[0]);
     assert_eq!(lines[1]["faces"].as_array().unwrap().len(), 1);
 }
+
+/// #20, defect 8: a FIFO with no writer as an image hung the command; `/dev/zero` as an image or
+/// a configuration file was read until memory ran out. Only regular files of bounded size are
+/// read: an error line (exit 3 in a batch) or exit 2, at once.
+#[test]
+fn fifos_and_devices_are_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("pipe.jpg");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    let out = facegate(&["analyze", "--json", s(&fifo), "/dev/zero", s(&sample("obama.jpg"))], d);
+    assert!(started.elapsed().as_secs() < 60, "took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let lines = json_lines(&stdout(&out));
+    assert!(lines[0]["error"].as_str().unwrap().contains("not a regular file"), "{}", lines[0]);
+    assert!(lines[1]["error"].as_str().unwrap().contains("not a regular file"), "{}", lines[1]);
+    assert_eq!(lines[2]["faces"].as_array().unwrap().len(), 1);
+    let out = facegate(&["--config", "/dev/zero", "analyze", s(&sample("obama.jpg"))], d);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a regular file"), "{}", stderr(&out));
+    let out = facegate(&["--config", s(&fifo), "analyze", s(&sample("obama.jpg"))], d);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

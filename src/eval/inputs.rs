@@ -33,7 +33,7 @@ pub const DEFAULT_FOLDS: usize = 10;
 /// CSV (`path_a,path_b,same` with an optional `fold` column and an optional header), telling
 /// them apart by the first line. Relative image paths are taken under `root`.
 pub fn read_pairs(path: &Path, root: &Path) -> Result<PairList> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::frame::read_text_file(path, 1 << 30).with_context(|| format!("reading {}", path.display()))?;
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let list = if first.contains(',') { parse_csv_pairs(&text, root) } else { parse_lfw_pairs(&text, root) };
     let list = list.with_context(|| format!("pair list {}", path.display()))?;
@@ -161,7 +161,7 @@ pub struct Label {
 /// `age` and `gender`, with `path` or `file` for the image); gender `male`/`female` (or
 /// `m`/`f`). Relative paths are taken under `root`.
 pub fn read_labels(path: &Path, root: &Path) -> Result<Vec<Label>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::frame::read_text_file(path, 1 << 30).with_context(|| format!("reading {}", path.display()))?;
     parse_labels(&text, root).with_context(|| format!("label list {}", path.display()))
 }
 
@@ -256,7 +256,7 @@ pub const UNSPECIFIED_SPECIES: &str = "unspecified";
 /// one). Relative paths are taken under `root`. A path listed twice is refused, and so is a
 /// list without both live and spoof rows.
 pub fn read_spoof_labels(path: &Path, root: &Path) -> Result<Vec<SpoofLabel>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::frame::read_text_file(path, 1 << 30).with_context(|| format!("reading {}", path.display()))?;
     parse_spoof_labels(&text, root).with_context(|| format!("presentation list {}", path.display()))
 }
 
