@@ -456,16 +456,22 @@ fn enroll_tree_does_not_merge_folders_whose_names_are_not_utf8() {
     assert!(listed.contains("obama") && !listed.contains('\u{fffd}') && !listed.contains("\"p"), "{listed}");
 }
 
+/// `d/g.fgg` with obama enrolled from obama.jpg, and its bytes.
+fn gallery_of_obama(d: &Path) -> (std::path::PathBuf, Vec<u8>) {
+    let g = d.join("g.fgg");
+    let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], d);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = fs::read(&g).unwrap();
+    (g, before)
+}
+
 /// #20, defect 10: `gallery export -o G` onto the gallery itself destroyed it; a failed import
 /// or a failed enrolment left a new, empty gallery file behind.
 #[test]
 fn exports_and_failed_first_writes_do_not_destroy_or_leave_galleries() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let g = d.join("g.fgg");
-    let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], d);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let before = fs::read(&g).unwrap();
+    let (g, before) = gallery_of_obama(d);
     let out = facegate(&["gallery", "export", "--gallery", s(&g), "-o", s(&g)], d);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("the gallery itself"), "{}", stderr(&out));
@@ -504,10 +510,7 @@ fn exports_and_failed_first_writes_do_not_destroy_or_leave_galleries() {
 fn enrolling_another_face_under_an_enrolled_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let g = d.join("g.fgg");
-    let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("obama.jpg"))], d);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let before = fs::read(&g).unwrap();
+    let (g, before) = gallery_of_obama(d);
     let out = facegate(&["enroll", "--gallery", s(&g), "--name", "obama", s(&sample("biden.jpg"))], d);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("does not look like the enrolled \"obama\""), "{}", stderr(&out));
@@ -525,11 +528,8 @@ fn enrolling_another_face_under_an_enrolled_name_is_refused() {
 fn spoofed_names_are_refused_and_names_are_normalised() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let g = d.join("g.fgg");
+    let (g, before) = gallery_of_obama(d);
     let enroll = |name: &str, photo: &str| facegate(&["enroll", "--gallery", s(&g), "--name", name, s(&sample(photo))], d);
-    let out = enroll("obama", "obama.jpg");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let before = fs::read(&g).unwrap();
     for bad in ["\u{202e}nedib", "bi\u{200b}den", "bi\u{2028}den"] {
         let out = enroll(bad, "biden.jpg");
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
