@@ -161,7 +161,7 @@ pub struct Stats {
     pub embeddings: u64,
     /// Crops the multi-task face head called not a face (not matched).
     pub not_faces: u64,
-    /// Faces scored for liveness, and the time it took.
+    /// Liveness scorings attempted (a failed one included), and the time they took.
     pub live_scored: u64,
     pub liveness_s: f64,
     pub decisions: u64,

@@ -195,13 +195,20 @@ pub fn resize_like_opencv(img: &RgbImage, rect: [i64; 4], out_w: u32, out_h: u32
         v
     };
     let dst = out.as_mut();
+    // The source rows the output rows read only move down: keep the last pair.
+    let mut pair: Option<(usize, Vec<i32>, Vec<i32>)> = None;
     for (oy, &(s, w0, w1)) in ys.iter().enumerate() {
-        let (r0, r1) = (row(s), row((s + 1).min(sh - 1)));
+        let (r0, r1) = match pair.take() {
+            Some((at, r0, r1)) if at == s => (r0, r1),
+            Some((at, _, r1)) if at + 1 == s => (r1, row((s + 1).min(sh - 1))),
+            _ => (row(s), row((s + 1).min(sh - 1))),
+        };
         let (w0, w1) = if w1 == 0 { (2048, 0) } else { (w0, w1) };
         for (i, (a, b)) in r0.iter().zip(&r1).enumerate() {
             let v = ((((a >> 4) * w0) >> 16) + (((b >> 4) * w1) >> 16) + 2) >> 2;
             dst[oy * ow * 3 + i] = v.clamp(0, 255) as u8;
         }
+        pair = Some((s, r0, r1));
     }
     out
 }
@@ -227,11 +234,7 @@ impl std::fmt::Debug for Liveness {
 impl Liveness {
     /// Loads the embedded liveness models ([`MODELS`]).
     pub fn new() -> Result<Liveness, ModelError> {
-        Liveness::with_models(&MODELS)
-    }
-
-    pub fn with_models(names: &[&str]) -> Result<Liveness, ModelError> {
-        let scorers = names
+        let scorers = MODELS
             .iter()
             .map(|name| {
                 let model = Model::embedded(name)?;
@@ -248,11 +251,6 @@ impl Liveness {
         Ok(Liveness { scorers })
     }
 
-    /// Each model's 80×80 crop of `img` around `bbox`, as the model sees it (RGB order).
-    pub fn crops(&self, img: &RgbImage, bbox: &BBox) -> Result<Vec<RgbImage>, ModelError> {
-        self.scorers.iter().map(|s| s.crop(img, bbox)).collect()
-    }
-
     /// Probability that the face in `bbox` is live: the mean of the models' live-class
     /// probabilities.
     pub fn score(&self, img: &RgbImage, bbox: &BBox) -> Result<f32, ModelError> {
@@ -261,11 +259,6 @@ impl Liveness {
             sum += s.run(&s.crop(img, bbox)?)?;
         }
         Ok((sum / self.scorers.len().max(1) as f32).clamp(0.0, 1.0))
-    }
-
-    /// Each model's live probability on a crop made by [`Liveness::crops`] (tests, golden files).
-    pub fn score_crops(&self, crops: &[RgbImage]) -> Result<Vec<f32>, ModelError> {
-        self.scorers.iter().zip(crops).map(|(s, c)| s.run(c)).collect()
     }
 }
 
